@@ -1,0 +1,52 @@
+"""``POST /api/chat``: a conversation rendered through the model's chat template."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Quart, Response
+
+from app import fields
+from app.ndjson import created_at
+from app.responses import metrics, respond
+from app.services import Services
+from app.steering import reject_unsupported
+from inference.job import Finished, GenerationRequest
+
+
+def register(app: Quart, services: Services) -> None:
+    @app.post("/api/chat")
+    async def chat() -> Response:
+        body = await fields.read_body()
+        model = services.find_model(body.get("model"))
+        messages = fields.messages(body)
+        stream = fields.typed(body, "stream", bool, True)
+        reject_unsupported(body, model.name)
+        keep_alive = fields.keep_alive(body)
+        options = fields.Options(body.get("options"), services.settings.context_length)
+        name = body["model"]
+
+        kind = "generate" if messages else ("unload" if keep_alive == 0 else "load")
+        request = GenerationRequest(
+            model=model.name,
+            path=model.path,
+            kind=kind,
+            messages=messages,
+            params=options.params,
+            num_predict=options.num_predict,
+            num_ctx=options.num_ctx,
+            stop=options.stop,
+            keep_alive=keep_alive,
+        )
+
+        def message(text: str) -> dict[str, Any]:
+            return {"role": "assistant", "content": text}
+
+        def chunk(text: str) -> dict[str, Any]:
+            return {"model": name, "created_at": created_at(), "message": message(text), "done": False}
+
+        def final(text: str, finished: Finished) -> dict[str, Any]:
+            head = {"model": name, "created_at": created_at(), "message": message(text)}
+            return head | metrics(finished)
+
+        return await respond(services.engine, request, stream=stream, chunk=chunk, final=final)

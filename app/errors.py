@@ -1,0 +1,88 @@
+"""The HTTP errors the API returns, mapped to responses in one place.
+
+Every error is ``{"error": "<message>"}`` with the status Ollama uses::
+
+    ApiError (status, message)
+    ├── BadRequest          400  malformed body, field or option
+    ├── Forbidden           403  non-local Host on a loopback bind
+    ├── NotFound            404  unknown model or route
+    ├── PayloadTooLarge     413  body over the cap
+    ├── ServiceUnavailable  503  queue full (with Retry-After)
+    └── (500)                    anything unexpected, logged with its traceback
+"""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Quart, Response
+from werkzeug.exceptions import HTTPException
+
+from app.ndjson import json_response
+
+log = logging.getLogger("trillm.http")
+
+
+class ApiError(Exception):
+    """An error with a status and a message for the client."""
+
+    status = 500
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+    def response(self) -> Response:
+        return json_response({"error": self.message}, self.status)
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class Forbidden(ApiError):
+    status = 403
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+
+    def response(self) -> Response:
+        response = super().response()
+        response.headers["Retry-After"] = "1"
+        response.headers["x-should-retry"] = "true"
+        return response
+
+
+def install_error_handlers(app: Quart) -> None:
+    """Render every error, including Quart's own and unexpected ones, as JSON."""
+
+    @app.errorhandler(ApiError)
+    async def _api_error(error: ApiError) -> Response:
+        return error.response()
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        messages = {
+            404: "404 page not found",
+            405: "405 method not allowed",
+            413: "request body too large",
+        }
+        message = messages.get(status, error.description or error.name)
+        return json_response({"error": message}, status)
+
+    @app.errorhandler(Exception)
+    async def _unexpected(error: Exception) -> Response:
+        log.exception("unhandled error: %s", error)
+        return json_response({"error": f"internal server error: {type(error).__name__}"}, 500)

@@ -1,0 +1,68 @@
+"""``POST /api/generate``: one prompt, rendered through the chat template unless ``raw``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Quart, Response
+
+from app import fields
+from app.errors import BadRequest
+from app.ndjson import created_at
+from app.responses import metrics, respond
+from app.services import Services
+from app.steering import reject_unsupported
+from inference.job import Finished, GenerationRequest
+
+
+def register(app: Quart, services: Services) -> None:
+    @app.post("/api/generate")
+    async def generate() -> Response:
+        body = await fields.read_body()
+        model = services.find_model(body.get("model"), missing_is_404=True)
+        prompt = fields.typed(body, "prompt", str, "")
+        system = fields.typed(body, "system", str, "")
+        raw = fields.typed(body, "raw", bool, False)
+        stream = fields.typed(body, "stream", bool, True)
+        context = fields.typed(body, "context", list, [])
+        if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in context):
+            raise BadRequest('field "context" must be an array of token ids (non-negative integers)')
+        if raw and (system or context or body.get("template")):
+            raise BadRequest("raw mode does not support template, system, or context")
+        for unsupported in ("template", "suffix", "images"):
+            if body.get(unsupported):
+                raise BadRequest(f'"{unsupported}" is not supported by this server yet')
+        reject_unsupported(body, model.name)
+        keep_alive = fields.keep_alive(body)
+        options = fields.Options(body.get("options"), services.settings.context_length)
+        name = body["model"]
+
+        kind = "generate" if prompt else ("unload" if keep_alive == 0 else "load")
+        messages: list[dict[str, object]] = []
+        if system:
+            messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": prompt})
+        request = GenerationRequest(
+            model=model.name,
+            path=model.path,
+            kind=kind,
+            messages=messages,
+            prompt=prompt if raw else None,
+            context=context,
+            params=options.params,
+            num_predict=options.num_predict,
+            num_ctx=options.num_ctx,
+            stop=options.stop,
+            keep_alive=keep_alive,
+        )
+
+        def chunk(text: str) -> dict[str, Any]:
+            return {"model": name, "created_at": created_at(), "response": text, "done": False}
+
+        def final(text: str, finished: Finished) -> dict[str, Any]:
+            out = {"model": name, "created_at": created_at(), "response": text} | metrics(finished)
+            if not raw and finished.context:
+                out["context"] = list(finished.context)
+            return out
+
+        return await respond(services.engine, request, stream=stream, chunk=chunk, final=final)

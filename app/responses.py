@@ -1,0 +1,111 @@
+"""Running a job and turning its events into an NDJSON stream or one aggregated object.
+
+The status is decided before the first byte: the handler waits for the job's first event (the
+first token, or an error) before it starts the response, so load failures and over-long prompts
+get a real status code. After that, an error becomes one ``{"error": ...}`` line.
+
+Cancellation: the job is closed whenever the handler or the body generator stops for any
+reason, including the client going away (Quart-Trio cancels both), so generation stops too.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import trio
+from quart import Response
+
+from app.errors import ApiError, ServiceUnavailable
+from app.ndjson import NDJSON, json_response, line
+from inference.engine import Engine, EngineBusy
+from inference.job import Event, Failed, Finished, GenerationRequest, Job, TextChunk
+
+ChunkFn = Callable[[str], dict[str, Any]]
+FinalFn = Callable[[str, Finished], dict[str, Any]]
+
+ENDED_EARLY = "generation ended unexpectedly"
+
+
+def submit(engine: Engine, request: GenerationRequest) -> Job:
+    try:
+        return engine.submit_nowait(request)
+    except EngineBusy as error:
+        raise ServiceUnavailable(str(error)) from error
+
+
+async def respond(
+    engine: Engine, request: GenerationRequest, *, stream: bool, chunk: ChunkFn, final: FinalFn
+) -> Response:
+    """Run ``request`` and answer with NDJSON (``stream``) or a single JSON object."""
+    job = submit(engine, request)
+    try:
+        first = await _receive(job)
+        if isinstance(first, Failed):
+            raise ApiError(first.message, first.status)
+        if not stream or isinstance(first, Finished) and first.done_reason in ("load", "unload"):
+            return json_response(await _aggregate(job, first, final))
+    except BaseException:
+        job.close()
+        raise
+    body = _stream(job, first, chunk, final)
+    weakref.finalize(body, job.close)  # a body that is never iterated still cancels its job
+    response = Response(body, content_type=NDJSON)
+    response.timeout = None  # Quart's 60 s default would cut long streams silently
+    return response
+
+
+async def _receive(job: Job) -> Event:
+    try:
+        return await job.receive()
+    except trio.EndOfChannel:
+        return Failed(ENDED_EARLY)
+
+
+async def _aggregate(job: Job, event: Event, final: FinalFn) -> dict[str, Any]:
+    parts: list[str] = []
+    try:
+        while True:
+            if isinstance(event, TextChunk):
+                parts.append(event.text)
+            elif isinstance(event, Finished):
+                return final("".join(parts), event)
+            else:
+                raise ApiError(event.message, 500)
+            event = await _receive(job)
+    finally:
+        job.close()
+
+
+async def _stream(job: Job, event: Event, chunk: ChunkFn, final: FinalFn) -> AsyncIterator[bytes]:
+    try:
+        while True:
+            if isinstance(event, TextChunk):
+                yield line(chunk(event.text))
+            elif isinstance(event, Finished):
+                yield line(final("", event))
+                return
+            else:
+                yield line({"error": event.message})
+                return
+            event = await _receive(job)
+    finally:
+        job.close()
+
+
+def metrics(finished: Finished) -> dict[str, Any]:
+    """The final chunk's fields after the payload: done_reason and the six metrics.
+
+    Zero metrics are omitted, as Ollama does (load and unload replies carry none).
+    """
+    numbers = {
+        "total_duration": finished.total_duration,
+        "load_duration": finished.load_duration,
+        "prompt_eval_count": finished.prompt_eval_count,
+        "prompt_eval_duration": finished.prompt_eval_duration,
+        "eval_count": finished.eval_count,
+        "eval_duration": finished.eval_duration,
+    }
+    head: dict[str, Any] = {"done": True, "done_reason": finished.done_reason}
+    return head | {k: v for k, v in numbers.items() if v}

@@ -1,0 +1,79 @@
+"""Building the app and serving it with Hypercorn's Trio worker.
+
+The engine runs in the app's lifespan nursery: it is started (and ready) before Hypercorn accepts
+the first connection, and cancelled on shutdown, which unloads every model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+from quart_trio import QuartTrio
+
+from app import chat, generate, health, models, security
+from app.config import Settings
+from app.errors import install_error_handlers
+from app.services import Services
+from inference.backend import Backend
+from inference.engine import Engine
+from inference.store import ModelStore
+
+log = logging.getLogger("trillm")
+
+
+def default_backends() -> list[Backend]:
+    from inference.mlx_backend import MlxBackend
+
+    return [MlxBackend()]
+
+
+def create_app(settings: Settings, backends: list[Backend] | None = None) -> QuartTrio:
+    backends = default_backends() if backends is None else backends
+    engine = Engine(backends, max_queue=settings.max_queue, default_keep_alive=settings.keep_alive)
+    services = Services(engine=engine, store=ModelStore(settings.models, backends), settings=settings)
+    app = QuartTrio("trillm")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["RESPONSE_TIMEOUT"] = None
+    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = None
+    app.extensions["trillm"] = services
+    install_error_handlers(app)
+    security.install(app, settings)
+    health.register(app)
+    models.register(app, services)
+    generate.register(app, services)
+    chat.register(app, services)
+
+    @app.before_serving
+    async def _start_engine() -> None:
+        await app.nursery.start(engine.run)
+
+    return app
+
+
+def hypercorn_config(settings: Settings) -> Config:
+    config = Config()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.accesslog = None
+    config.graceful_timeout = 5.0
+    return config
+
+
+async def serve(
+    app: QuartTrio,
+    settings: Settings,
+    *,
+    shutdown_trigger: Callable[..., Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` until ``shutdown_trigger`` returns; ``started`` gets the bound URLs."""
+    await hypercorn_serve(
+        app,  # type: ignore[arg-type]
+        hypercorn_config(settings),
+        shutdown_trigger=shutdown_trigger,
+        task_status=task_status,
+    )

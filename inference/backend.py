@@ -1,0 +1,113 @@
+"""The seam between the engine and whatever runs a model.
+
+A backend turns a model directory into a :class:`LoadedModel`; a loaded model renders chat
+messages into a prompt, tokenizes, and generates token by token. Everything here is blocking and
+runs on the engine's dedicated worker thread, never on the Trio loop. The engine owns scheduling,
+stop strings, limits, timing and cancellation; a backend only computes.
+
+Cancellation: :meth:`LoadedModel.generate` receives ``should_stop``; a backend checks it between
+prefill chunks (raising :class:`GenerationCancelled`), and the engine simply stops pulling from
+the generator between decode steps (closing it), so no backend needs its own cancel path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+class GenerationCancelled(Exception):
+    """Raised inside a backend's generator when ``should_stop()`` turned true during prefill."""
+
+
+class ModelLoadError(Exception):
+    """Raised by :meth:`Backend.load` when a model directory cannot be loaded (bad files)."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request sampling settings, already validated and defaulted (Ollama's defaults)."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    seed: int | None = None
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    prefill_chunk: int = 512
+
+
+@dataclass(frozen=True)
+class Step:
+    """One decoded token and the text it completes ("" while a character is still partial)."""
+
+    token: int
+    text: str
+    eos: bool = False
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the API reports about a model without generating: read at load time."""
+
+    family: str
+    context_length: int
+    parameter_count: int
+    quantization: str
+    chat_template: str | None
+    size_bytes: int
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class LoadedModel(Protocol):
+    """A model resident in memory. All methods run on the engine's worker thread."""
+
+    info: ModelInfo
+
+    def render_chat(self, messages: Sequence[dict[str, object]]) -> str:
+        """Render messages through the model's chat template, ending with the assistant cue."""
+        ...
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids for ``text`` (special tokens in it are recognised)."""
+        ...
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        params: SamplingParams,
+        should_stop: Callable[[], bool],
+    ) -> Iterator[Step]:
+        """Prefill ``prompt`` then yield one :class:`Step` per sampled token, forever.
+
+        The last step before the model's end-of-sequence token carries ``eos=True`` (with any text
+        still buffered in the decoder); the caller decides every other way to stop.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the weights and caches."""
+        ...
+
+
+class Backend(Protocol):
+    """A way of running models of one on-disk format."""
+
+    name: str
+
+    def can_load(self, path: Path) -> bool:
+        """Whether ``path`` is a model this backend serves (cheap; reads no weights)."""
+        ...
+
+    def describe(self, path: Path) -> ModelInfo:
+        """Model facts from its files without loading weights (for tags and show)."""
+        ...
+
+    def load(self, path: Path) -> LoadedModel:
+        """Load weights and tokenizer; raises :class:`ModelLoadError` on unusable files."""
+        ...

@@ -1,0 +1,230 @@
+"""The engine: admission, FIFO scheduling, model residency and cancellation.
+
+One :class:`Engine` lives in the application's nursery (``await nursery.start(engine.run)``). It
+admits requests into a bounded FIFO queue, runs them one at a time on the dedicated worker thread
+(batching comes later), keeps loaded models resident for their ``keep_alive`` and unloads them when
+it runs out. A request is linked to its generation only by its :class:`~inference.job.Job`; closing
+the job is what cancels the work, wherever it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from inference.backend import Backend, LoadedModel, ModelInfo
+from inference.generation import run_generation
+from inference.job import Failed, Finished, GenerationRequest, Job, JobReport
+from inference.worker import WorkerThread
+
+log = logging.getLogger("trillm.engine")
+
+BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
+
+
+class EngineBusy(Exception):
+    """Raised by :meth:`Engine.submit_nowait` when the wait queue is full (HTTP 503)."""
+
+
+@dataclass
+class Resident:
+    """A loaded model and when it may be unloaded (``math.inf`` = never)."""
+
+    name: str
+    path: Path
+    model: LoadedModel
+    info: ModelInfo
+    expires_at: float
+    busy: int = 0
+
+
+@dataclass(frozen=True)
+class EngineStatistics:
+    """A snapshot for health checks and tests."""
+
+    queued: int
+    active: int
+    loaded: int
+    jobs_done: int
+
+
+class Engine:
+    """Schedules generations for every model; see the module docstring."""
+
+    def __init__(
+        self,
+        backends: list[Backend],
+        *,
+        max_queue: int = 512,
+        default_keep_alive: float = 300.0,
+    ) -> None:
+        self._backends = backends
+        self.max_queue = max_queue
+        self.default_keep_alive = default_keep_alive
+        self._pending: deque[Job] = deque()
+        self._wakeup = trio.Event()
+        self._residency_changed = trio.Event()
+        self._active: Job | None = None
+        self._resident: dict[str, Resident] = {}
+        self._worker = WorkerThread()
+        self._jobs_done = 0
+        self.history: deque[JobReport] = deque(maxlen=1024)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; ready (``started``) once the worker thread is running."""
+        self._worker.start()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._schedule_loop)
+                nursery.start_soon(self._expiry_loop)
+                task_status.started()
+        finally:
+            for job in list(self._pending):
+                job.close()
+            with trio.CancelScope(shield=True):
+                await self._worker.run(self._unload_all)
+            self._worker.stop()
+
+    def statistics(self) -> EngineStatistics:
+        return EngineStatistics(
+            queued=len(self._pending),
+            active=0 if self._active is None else 1,
+            loaded=len(self._resident),
+            jobs_done=self._jobs_done,
+        )
+
+    def resident(self) -> list[Resident]:
+        """Models in memory now, most recently expiring first."""
+        return sorted(self._resident.values(), key=lambda r: -r.expires_at)
+
+    # -- admission ---------------------------------------------------------------------------
+
+    def submit_nowait(self, request: GenerationRequest) -> Job:
+        """Queue ``request``; raises :class:`EngineBusy` when the queue is full."""
+        if len(self._pending) >= self.max_queue:
+            raise EngineBusy(BUSY_MESSAGE)
+        job = Job(request)
+        job._on_close = self._forget
+        self._pending.append(job)
+        self._wakeup.set()
+        return job
+
+    def _forget(self, job: Job) -> None:
+        try:
+            self._pending.remove(job)
+        except ValueError:
+            return  # already running or finished: the thread sees the cancel flag
+        job.report.outcome = "cancelled while queued"
+        self.history.append(job.report)
+        job.end_unheard()
+
+    # -- scheduling --------------------------------------------------------------------------
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            if not self._pending:
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+                continue
+            job = self._pending.popleft()
+            self._active = job
+            try:
+                await self._worker.run(self._execute, job)
+            finally:
+                self._active = None
+                self._jobs_done += 1
+                self.history.append(job.report)
+                self._residency_changed.set()
+
+    def _execute(self, job: Job) -> None:
+        """Run one job to its end on the worker thread."""
+        request = job.request
+        job.report.started = True
+        if job.cancelled:
+            job.report.outcome = "cancelled while queued"
+            return
+        if request.kind == "unload":
+            self._unload(request.model)
+            job.report.outcome = "done"
+            job.emit(Finished(done_reason="unload"))
+            return
+        try:
+            resident = self._ensure_loaded(request.model, request.path)
+        except Exception as error:
+            log.warning("loading %s failed: %s", request.model, error)
+            job.report.outcome = "failed"
+            job.emit(Failed(f"failed to load model '{request.model}': {error}"))
+            return
+        resident.busy += 1
+        try:
+            if request.kind == "load":
+                job.report.outcome = "done"
+                job.emit(Finished(done_reason="load", load_duration=_since(job.submitted)))
+            else:
+                run_generation(job, resident.model)
+        finally:
+            resident.busy -= 1
+            self._set_expiry(resident, request.keep_alive)
+
+    # -- residency (worker thread) -----------------------------------------------------------
+
+    def _ensure_loaded(self, name: str, path: Path) -> Resident:
+        resident = self._resident.get(name)
+        if resident is not None:
+            return resident
+        backend = self.backend_for(path)
+        model = backend.load(path)
+        resident = Resident(name, path, model, model.info, math.inf)
+        self._resident[name] = resident
+        log.info("loaded %s with %s", name, backend.name)
+        return resident
+
+    def backend_for(self, path: Path) -> Backend:
+        for backend in self._backends:
+            if backend.can_load(path):
+                return backend
+        raise LookupError(f"no backend can serve {path}")
+
+    def _set_expiry(self, resident: Resident, keep_alive: float | None) -> None:
+        seconds = self.default_keep_alive if keep_alive is None else keep_alive
+        if seconds == 0:
+            self._unload(resident.name)
+            return
+        resident.expires_at = math.inf if seconds < 0 else time.monotonic() + seconds
+
+    def _unload(self, name: str) -> None:
+        resident = self._resident.pop(name, None)
+        if resident is not None:
+            resident.model.close()
+            log.info("unloaded %s", name)
+
+    def _unload_expired(self) -> None:
+        now = time.monotonic()
+        for resident in list(self._resident.values()):
+            if resident.busy == 0 and resident.expires_at <= now:
+                self._unload(resident.name)
+
+    def _unload_all(self) -> None:
+        for name in list(self._resident):
+            self._unload(name)
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            self._residency_changed = trio.Event()
+            deadline = min((r.expires_at for r in self._resident.values()), default=math.inf)
+            with trio.move_on_after(max(0.0, deadline - time.monotonic())):
+                await self._residency_changed.wait()
+            if any(r.expires_at <= time.monotonic() for r in self._resident.values()):
+                await self._worker.run(self._unload_expired)
+
+
+def _since(start: float) -> int:
+    return int((time.perf_counter() - start) * 1e9)

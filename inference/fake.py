@@ -1,0 +1,101 @@
+"""A scripted backend for fast engine and HTTP tests, shipped with the package.
+
+A fake model is a directory holding ``fake.json``::
+
+    {"pieces": ["Hello", " world"], "loop": false, "delay": 0.0,
+     "prefill_delay": 0.0, "fail_at": null, "load_error": null}
+
+It "generates" the pieces in order (repeating them when ``loop`` is true), sleeping ``delay``
+seconds per token and ``prefill_delay`` seconds per prompt token, raises at token ``fail_at``, and
+refuses to load with ``load_error``. Tokens are characters (ids are code points), so prompts and
+contexts round-trip. Every prompt it receives is recorded in :attr:`FakeBackend.prompts`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from inference.backend import GenerationCancelled, ModelInfo, ModelLoadError, SamplingParams, Step
+
+EOS = 0
+
+
+class FakeModel:
+    """Plays a script; see the module docstring."""
+
+    def __init__(self, script: dict[str, Any], info: ModelInfo, log: list[list[int]]) -> None:
+        self.info = info
+        self._script = script
+        self._log = log
+
+    def render_chat(self, messages: Sequence[dict[str, object]]) -> str:
+        return "".join(f"<{m.get('role')}>{m.get('content', '')}" for m in messages) + "<assistant>"
+
+    def tokenize(self, text: str) -> list[int]:
+        return [ord(c) for c in text]
+
+    def generate(
+        self, prompt: Sequence[int], params: SamplingParams, should_stop: Callable[[], bool]
+    ) -> Iterator[Step]:
+        self._log.append(list(prompt))
+        chunk = max(params.prefill_chunk, 1)
+        for start in range(0, len(prompt), chunk):
+            if start and should_stop():
+                raise GenerationCancelled
+            time.sleep(float(self._script.get("prefill_delay", 0.0)) * len(prompt[start : start + chunk]))
+        pieces: list[str] = list(self._script.get("pieces", ["ok"]))
+        fail_at = self._script.get("fail_at")
+        n = 0
+        while True:
+            for piece in pieces:
+                if fail_at is not None and n >= int(fail_at):
+                    raise RuntimeError("injected failure")
+                time.sleep(float(self._script.get("delay", 0.0)))
+                n += 1
+                yield Step(ord(piece[0]) if piece else 32, piece)
+            if not self._script.get("loop", False):
+                yield Step(EOS, "", eos=True)
+                return
+
+    def close(self) -> None:
+        pass
+
+
+class FakeBackend:
+    """Loads ``fake.json`` directories."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.prompts: list[list[int]] = []
+        self.loads = 0
+
+    def can_load(self, path: Path) -> bool:
+        return (path / "fake.json").is_file()
+
+    def describe(self, path: Path) -> ModelInfo:
+        return ModelInfo(
+            family="fake",
+            context_length=int(self._script(path).get("context_length", 4096)),
+            parameter_count=1000,
+            quantization="F32",
+            chat_template="{{ .Prompt }}",
+            size_bytes=(path / "fake.json").stat().st_size,
+        )
+
+    def load(self, path: Path) -> FakeModel:
+        script = self._script(path)
+        if script.get("load_error"):
+            raise ModelLoadError(str(script["load_error"]))
+        time.sleep(float(script.get("load_delay", 0.0)))
+        self.loads += 1
+        return FakeModel(script, self.describe(path), self.prompts)
+
+    @staticmethod
+    def _script(path: Path) -> dict[str, Any]:
+        script: dict[str, Any] = json.loads((path / "fake.json").read_text())
+        return script

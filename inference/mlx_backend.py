@@ -1,0 +1,193 @@
+"""The MLX backend: Hugging Face / mlx-community model directories run with ``mlx-lm``.
+
+This is the only module that imports MLX. Everything in it runs on the engine's worker thread, so
+MLX's thread-local streams stay on one thread. Prefill is chunked (``SamplingParams.prefill_chunk``
+tokens at a time) with a cancellation check between chunks; decoding uses ``mlx_lm``'s own
+``generate_step`` so the server runs exactly the loop ``mlx_lm`` users know.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from inference.backend import GenerationCancelled, ModelInfo, ModelLoadError, SamplingParams, Step
+
+_DTYPE_NAMES = {"F32": "F32", "F16": "F16", "BF16": "BF16"}
+
+
+def _safetensors_header(path: Path) -> dict[str, Any]:
+    with path.open("rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        if length > 100_000_000:
+            raise ValueError(f"{path.name}: implausible safetensors header")
+        header: dict[str, Any] = json.loads(f.read(length))
+    return header
+
+
+def _count_parameters(path: Path) -> tuple[int, str]:
+    """Parameter count and dominant dtype from the safetensors headers (no weights read)."""
+    total = 0
+    dtypes: dict[str, int] = {}
+    for file in sorted(path.glob("*.safetensors")):
+        for name, entry in _safetensors_header(file).items():
+            if name == "__metadata__":
+                continue
+            count = 1
+            for dim in entry["shape"]:
+                count *= int(dim)
+            total += count
+            dtypes[entry["dtype"]] = dtypes.get(entry["dtype"], 0) + count
+    dominant = max(dtypes, key=lambda d: dtypes[d]) if dtypes else "unknown"
+    return total, dominant
+
+
+def describe_directory(path: Path) -> ModelInfo:
+    """Facts about a Hugging Face layout model directory, from its small files only."""
+    config = json.loads((path / "config.json").read_text())
+    chat_template = None
+    tokenizer_config = path / "tokenizer_config.json"
+    if tokenizer_config.exists():
+        chat_template = json.loads(tokenizer_config.read_text()).get("chat_template")
+    jinja = path / "chat_template.jinja"
+    if chat_template is None and jinja.exists():
+        chat_template = jinja.read_text()
+    params, dtype = _count_parameters(path)
+    quant = config.get("quantization") or config.get("quantization_config")
+    if isinstance(quant, dict) and "bits" in quant:
+        quantization = f"Q{quant['bits']}"
+        # Packed quantised weights undercount parameters by 32/bits.
+        params = params * 32 // int(quant["bits"])
+    else:
+        quantization = _DTYPE_NAMES.get(dtype, dtype)
+    text_config = config.get("text_config", {})
+    context = config.get("max_position_embeddings") or text_config.get("max_position_embeddings")
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    return ModelInfo(
+        family=str(config.get("model_type", "unknown")),
+        context_length=int(context or 4096),
+        parameter_count=params,
+        quantization=quantization,
+        chat_template=chat_template if isinstance(chat_template, str) else None,
+        size_bytes=size,
+        extra={
+            "embedding_length": config.get("hidden_size"),
+            "block_count": config.get("num_hidden_layers"),
+            "attention.head_count": config.get("num_attention_heads"),
+            "attention.head_count_kv": config.get("num_key_value_heads"),
+            "vocab_size": config.get("vocab_size"),
+        },
+    )
+
+
+class MlxModel:
+    """A model loaded with ``mlx_lm.load``."""
+
+    def __init__(self, path: Path) -> None:
+        import mlx_lm
+
+        self.info = describe_directory(path)
+        try:
+            self._model, self._tokenizer = mlx_lm.load(str(path))
+        except Exception as error:  # mlx-lm raises many kinds; all mean "unusable files"
+            raise ModelLoadError(f"{type(error).__name__}: {error}") from error
+        self._eos = set(self._tokenizer.eos_token_ids)
+
+    def render_chat(self, messages: Sequence[dict[str, object]]) -> str:
+        if self._tokenizer.chat_template is None:
+            # No template: plain concatenation, as mlx-lm does for base models.
+            return "".join(str(m.get("content", "")) for m in messages)
+        rendered: str = self._tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=False
+        )
+        return rendered
+
+    def tokenize(self, text: str) -> list[int]:
+        bos = self._tokenizer.bos_token
+        add_special = bos is None or not text.startswith(bos)
+        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=add_special)
+        return ids
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        params: SamplingParams,
+        should_stop: Callable[[], bool],
+    ) -> Iterator[Step]:
+        import mlx.core as mx
+        from mlx_lm.generate import generate_step
+        from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+        if params.seed is not None:
+            mx.random.seed(params.seed)
+        sampler = make_sampler(
+            temp=params.temperature,
+            top_p=params.top_p if 0 < params.top_p < 1 else 0.0,
+            min_p=params.min_p,
+            top_k=max(params.top_k, 0),
+        )
+        processors = make_logits_processors(
+            repetition_penalty=params.repeat_penalty if params.repeat_penalty != 1.0 else None,
+            repetition_context_size=params.repeat_last_n,
+            presence_penalty=params.presence_penalty or None,
+            presence_context_size=params.repeat_last_n,
+            frequency_penalty=params.frequency_penalty or None,
+            frequency_context_size=params.repeat_last_n,
+        )
+
+        def progress(done: int, total: int) -> None:
+            if done < total and should_stop():
+                raise GenerationCancelled
+
+        detokenizer = self._tokenizer.detokenizer
+        detokenizer.reset()
+        tokens = generate_step(
+            mx.array(list(prompt)),
+            self._model,
+            max_tokens=-1,
+            sampler=sampler,
+            logits_processors=processors or None,
+            prefill_step_size=max(params.prefill_chunk, 1),
+            prompt_progress_callback=progress,
+        )
+        try:
+            for token, _logprobs in tokens:
+                if token in self._eos:
+                    detokenizer.finalize()
+                    yield Step(token, detokenizer.last_segment, eos=True)
+                    return
+                detokenizer.add_token(token)
+                yield Step(token, detokenizer.last_segment)
+        finally:
+            tokens.close()
+
+    def close(self) -> None:
+        import mlx.core as mx
+
+        del self._model
+        mx.clear_cache()
+
+
+class MlxBackend:
+    """Serves directories holding ``config.json`` and ``*.safetensors`` weights."""
+
+    name = "mlx"
+
+    def can_load(self, path: Path) -> bool:
+        return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+    def describe(self, path: Path) -> ModelInfo:
+        return describe_directory(path)
+
+    def load(self, path: Path) -> MlxModel:
+        if not any(path.glob("tokenizer*")):
+            raise ModelLoadError("no tokenizer files (tokenizer.json / tokenizer_config.json)")
+        try:
+            return MlxModel(path)
+        except ModelLoadError:
+            raise
+        except Exception as error:
+            raise ModelLoadError(f"{type(error).__name__}: {error}") from error

@@ -1,0 +1,88 @@
+"""Shared fixtures: a model store with tiny real and fake models, and the real server on port 0.
+
+The MLX model is built once per session by ``tests/tiny_model.py`` (trained for a few hundred
+steps to memorise scripted replies) and loaded through the same code path a user's model takes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from app.config import Settings
+from app.server import create_app, serve
+from app.services import Services
+from inference.fake import FakeBackend
+from inference.mlx_backend import MlxBackend
+from tests import tiny_model
+
+
+def write_fake(store: Path, name: str, **script: object) -> Path:
+    path = store / name
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "fake.json").write_text(json.dumps(script))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2 model trained on :data:`tiny_model.SCRIPT` (built once per session)."""
+    return tiny_model.build_model(tmp_path_factory.mktemp("models") / "tiny", train_steps=300)
+
+
+@pytest.fixture
+def store(tmp_path: Path, tiny_dir: Path) -> Path:
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / "tiny").symlink_to(tiny_dir)
+    write_fake(root, "fake", pieces=["Hello", ",", " world", "!"])
+    write_fake(root, "slow", pieces=["tick "], loop=True, delay=0.02)
+    write_fake(root, "prefill", pieces=["x"], loop=True, delay=0.02, prefill_delay=0.01)
+    write_fake(root, "failing", pieces=["a", "b", "c", "d"], loop=True, fail_at=3)
+    write_fake(root, "unloadable", load_error="weights are corrupt")
+    broken = root / "broken"
+    broken.mkdir()
+    for file in tiny_dir.iterdir():
+        if file.suffix != ".safetensors":
+            shutil.copy(file, broken / file.name)
+    (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
+    return root
+
+
+@dataclass
+class Server:
+    url: str
+    services: Services
+    fake: FakeBackend
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=60)
+
+
+async def start_server(nursery: trio.Nursery, settings: Settings) -> tuple[Server, trio.Event]:
+    fake = FakeBackend()
+    app = create_app(settings, backends=[fake, MlxBackend()])
+    stop = trio.Event()
+    urls = await nursery.start(lambda task_status: serve(app, settings, shutdown_trigger=stop.wait, task_status=task_status))
+    url = urls[0].replace("0.0.0.0", "127.0.0.1")
+    return Server(url=url, services=app.extensions["trillm"], fake=fake), stop
+
+
+@pytest.fixture
+def settings(store: Path) -> Settings:
+    return Settings(host="127.0.0.1", port=0, models=store)
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[Server]:
+    async with trio.open_nursery() as nursery:
+        running, stop = await start_server(nursery, settings)
+        yield running
+        stop.set()

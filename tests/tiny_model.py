@@ -1,0 +1,151 @@
+"""Builds tiny models in the real Hugging Face / mlx-community on-disk layout for tests.
+
+A byte-level BPE tokenizer is trained with ``tokenizers`` on text written here, a ChatML chat
+template is attached, and a small Qwen2 model with random weights is saved as safetensors, so the
+result loads through exactly the code path a user's model takes (``mlx_lm.load``). Optionally the
+model is trained for a few hundred steps to memorise scripted replies, so tests can assert exact
+output under greedy decoding.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Hello there! How are you today? I am fine, thank you.",
+    "Bonjour, ça va? Très bien, merci. Où est la gare?",
+    "Grüße aus München: Straße, Größe, Übung.",
+    "你好，世界。今天天气很好。我们去公园吧。",
+    "Emoji time: 🎉 🚀 ✨ 🐍 — all in one line.",
+    "system user assistant tool function name arguments",
+    "One two three four five six seven eight nine ten.",
+]
+
+# Scripted replies the trained model memorises: multi-byte characters force byte-level tokens that
+# split characters across tokens, which is what the incremental decoder must handle.
+SCRIPT: list[tuple[str, str]] = [
+    ("Say hello", "Hello! 你好 🎉 Grüße."),
+    ("Count to five", "One two three four five."),
+]
+
+
+def _train_tokenizer(out: Path, vocab_size: int) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS * 4, trainer=trainer)
+    tok.save(str(out / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "model_max_length": 2048,
+        "chat_template": CHAT_TEMPLATE,
+        "add_bos_token": False,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    (out / "special_tokens_map.json").write_text(
+        json.dumps({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
+    )
+
+
+def build_model(
+    out: Path,
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vocab_size: int = 512,
+    seed: int = 0,
+    train_steps: int = 0,
+) -> Path:
+    """Write a complete tiny Qwen2 model directory to ``out`` and return it."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import qwen2
+
+    out.mkdir(parents=True, exist_ok=True)
+    _train_tokenizer(out, vocab_size)
+    from tokenizers import Tokenizer
+
+    real_vocab = Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab_size()
+    config = {
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "hidden_size": hidden_size,
+        "intermediate_size": hidden_size * 2,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-6,
+        "vocab_size": real_vocab,
+        "max_position_embeddings": 2048,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": True,
+        "eos_token_id": real_vocab - 1 if False else None,
+        "torch_dtype": "float32",
+    }
+    config = {k: v for k, v in config.items() if v is not None}
+    mx.random.seed(seed)
+    model = qwen2.Model(qwen2.ModelArgs.from_dict(config))
+    if train_steps:
+        _train(model, out, train_steps)
+    mx.eval(model.parameters())
+    weights = dict(tree_flatten(model.parameters()))
+    mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+def _train(model: object, out: Path, steps: int) -> None:
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+    from jinja2 import Template
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+    template = Template(CHAT_TEMPLATE)
+    end = tok.token_to_id("<|im_end|>")
+    sequences = []
+    for prompt, reply in SCRIPT:
+        text = template.render(
+            messages=[{"role": "user", "content": prompt}], add_generation_prompt=True
+        )
+        sequences.append(tok.encode(text).ids + tok.encode(reply).ids + [end])
+    width = max(len(s) for s in sequences)
+    pad = tok.token_to_id("<|endoftext|>")
+    batch = mx.array([s + [pad] * (width - len(s)) for s in sequences])
+    mask = mx.array([[1] * (len(s) - 1) + [0] * (width - len(s)) for s in sequences])
+
+    def loss_fn(m: nn.Module) -> mx.array:
+        logits = m(batch[:, :-1])
+        losses = nn.losses.cross_entropy(logits, batch[:, 1:]) * mask
+        return losses.sum() / mask.sum()
+
+    opt = optim.Adam(learning_rate=3e-3)
+    step = nn.value_and_grad(model, loss_fn)
+    for _ in range(steps):
+        loss, grads = step(model)
+        opt.update(model, grads)
+        mx.eval(model.parameters(), opt.state, loss)

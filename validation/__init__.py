@@ -1,0 +1,1 @@
+"""Validation: request shape checks, and later schemas, constrained decoding and output parsers."""
