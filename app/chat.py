@@ -11,7 +11,7 @@ from app.ndjson import created_at
 from app.responses import metrics, respond
 from app.services import Services
 from app.steering import reject_unsupported
-from inference.job import Finished, GenerationRequest
+from inference.job import Finished, GenerationRequest, JobKind
 
 
 def register(app: Quart, services: Services) -> None:
@@ -26,7 +26,7 @@ def register(app: Quart, services: Services) -> None:
         options = fields.Options(body.get("options"), services.settings.context_length)
         name = body["model"]
 
-        kind = "generate" if messages else ("unload" if keep_alive == 0 else "load")
+        kind: JobKind = "generate" if messages else ("unload" if keep_alive == 0 else "load")
         request = GenerationRequest(
             model=model.name,
             path=model.path,

@@ -6,7 +6,7 @@ Each helper raises :class:`~app.errors.BadRequest` with a message naming the off
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from quart import request
 
@@ -30,7 +30,7 @@ _BOOL_OPTIONS = ("use_mmap", "use_mlock", "numa", "low_vram", "f16_kv", "penaliz
 
 async def read_body() -> dict[str, Any]:
     """The request's JSON object (400 for an empty, non-UTF-8, malformed or non-object body)."""
-    raw = await request.get_data(as_text=False)
+    raw = cast(bytes, await request.get_data(as_text=False))
     if not raw:
         raise BadRequest("missing request body")
     try:

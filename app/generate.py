@@ -12,7 +12,7 @@ from app.ndjson import created_at
 from app.responses import metrics, respond
 from app.services import Services
 from app.steering import reject_unsupported
-from inference.job import Finished, GenerationRequest
+from inference.job import Finished, GenerationRequest, JobKind
 
 
 def register(app: Quart, services: Services) -> None:
@@ -37,7 +37,7 @@ def register(app: Quart, services: Services) -> None:
         options = fields.Options(body.get("options"), services.settings.context_length)
         name = body["model"]
 
-        kind = "generate" if prompt else ("unload" if keep_alive == 0 else "load")
+        kind: JobKind = "generate" if prompt else ("unload" if keep_alive == 0 else "load")
         messages: list[dict[str, object]] = []
         if system:
             messages.append({"role": "system", "content": system})

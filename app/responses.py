@@ -44,7 +44,7 @@ async def respond(
         first = await _receive(job)
         if isinstance(first, Failed):
             raise ApiError(first.message, first.status)
-        if not stream or isinstance(first, Finished) and first.done_reason in ("load", "unload"):
+        if not stream or (isinstance(first, Finished) and first.done_reason in ("load", "unload")):
             return json_response(await _aggregate(job, first, final))
     except BaseException:
         job.close()

@@ -76,6 +76,8 @@ def install(app: Quart, settings: Settings) -> None:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
             if request.method == "OPTIONS":
-                response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
+                response.headers["Access-Control-Allow-Methods"] = (
+                    "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
+                )
                 response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
         return response

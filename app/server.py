@@ -72,7 +72,7 @@ async def serve(
 ) -> None:
     """Serve ``app`` until ``shutdown_trigger`` returns; ``started`` gets the bound URLs."""
     await hypercorn_serve(
-        app,  # type: ignore[arg-type]
+        app,
         hypercorn_config(settings),
         shutdown_trigger=shutdown_trigger,
         task_status=task_status,

@@ -21,9 +21,7 @@ def reject_unsupported(body: dict[str, Any], model: str) -> None:
         raise BadRequest(str(error)) from error
     short = model.removesuffix(":latest")
     if fmt is not None:
-        raise BadRequest(
-            f'"format" (structured output) is not supported by this server yet for "{short}"'
-        )
+        raise BadRequest(f'"format" (structured output) is not supported by this server yet for "{short}"')
     if think is not None and think is not False:
         raise BadRequest(f'"{short}" does not support thinking')
     if tools:

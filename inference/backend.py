@@ -12,7 +12,7 @@ the generator between decode steps (closing it), so no backend needs its own can
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -82,7 +82,7 @@ class LoadedModel(Protocol):
         prompt: Sequence[int],
         params: SamplingParams,
         should_stop: Callable[[], bool],
-    ) -> Iterator[Step]:
+    ) -> Generator[Step, None, None]:
         """Prefill ``prompt`` then yield one :class:`Step` per sampled token, forever.
 
         The last step before the model's end-of-sequence token carries ``eos=True`` (with any text

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ class FakeModel:
 
     def generate(
         self, prompt: Sequence[int], params: SamplingParams, should_stop: Callable[[], bool]
-    ) -> Iterator[Step]:
+    ) -> Generator[Step, None, None]:
         self._log.append(list(prompt))
         chunk = max(params.prefill_chunk, 1)
         for start in range(0, len(prompt), chunk):

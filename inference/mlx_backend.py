@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,9 @@ class MlxModel:
 
         self.info = describe_directory(path)
         try:
-            self._model, self._tokenizer = mlx_lm.load(str(path))
+            loaded = mlx_lm.load(str(path))
+            self._model: Any = loaded[0]
+            self._tokenizer: Any = loaded[1]
         except Exception as error:  # mlx-lm raises many kinds; all mean "unusable files"
             raise ModelLoadError(f"{type(error).__name__}: {error}") from error
         self._eos = set(self._tokenizer.eos_token_ids)
@@ -116,7 +118,7 @@ class MlxModel:
         prompt: Sequence[int],
         params: SamplingParams,
         should_stop: Callable[[], bool],
-    ) -> Iterator[Step]:
+    ) -> Generator[Step, None, None]:
         import mlx.core as mx
         from mlx_lm.generate import generate_step
         from mlx_lm.sample_utils import make_logits_processors, make_sampler
@@ -154,7 +156,8 @@ class MlxModel:
             prompt_progress_callback=progress,
         )
         try:
-            for token, _logprobs in tokens:
+            for token_id, _logprobs in tokens:
+                token = int(token_id)
                 if token in self._eos:
                     detokenizer.finalize()
                     yield Step(token, detokenizer.last_segment, eos=True)

@@ -70,7 +70,9 @@ async def start_server(nursery: trio.Nursery, settings: Settings) -> tuple[Serve
     fake = FakeBackend()
     app = create_app(settings, backends=[fake, MlxBackend()])
     stop = trio.Event()
-    urls = await nursery.start(lambda task_status: serve(app, settings, shutdown_trigger=stop.wait, task_status=task_status))
+    urls = await nursery.start(
+        lambda task_status: serve(app, settings, shutdown_trigger=stop.wait, task_status=task_status)
+    )
     url = urls[0].replace("0.0.0.0", "127.0.0.1")
     return Server(url=url, services=app.extensions["trillm"], fake=fake), stop
 

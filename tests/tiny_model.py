@@ -26,7 +26,7 @@ CORPUS = [
     "Hello there! How are you today? I am fine, thank you.",
     "Bonjour, ça va? Très bien, merci. Où est la gare?",
     "Grüße aus München: Straße, Größe, Übung.",
-    "你好，世界。今天天气很好。我们去公园吧。",
+    "你好 世界。今天天气很好。我们去公园吧。",
     "Emoji time: 🎉 🚀 ✨ 🐍 — all in one line.",
     "system user assistant tool function name arguments",
     "One two three four five six seven eight nine ten.",
@@ -129,9 +129,7 @@ def _train(model: object, out: Path, steps: int) -> None:
     end = tok.token_to_id("<|im_end|>")
     sequences = []
     for prompt, reply in SCRIPT:
-        text = template.render(
-            messages=[{"role": "user", "content": prompt}], add_generation_prompt=True
-        )
+        text = template.render(messages=[{"role": "user", "content": prompt}], add_generation_prompt=True)
         sequences.append(tok.encode(text).ids + tok.encode(reply).ids + [end])
     width = max(len(s) for s in sequences)
     pad = tok.token_to_id("<|endoftext|>")

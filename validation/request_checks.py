@@ -20,7 +20,9 @@ def check_format(value: Any) -> str | dict[str, Any] | None:
     """``None`` when unset, ``"json"``, or a schema object."""
     if value is None or value == "":
         return None
-    if value == "json" or isinstance(value, dict):
+    if value == "json":
+        return "json"
+    if isinstance(value, dict):
         return value
     raw = json.dumps(value)
     raise FieldError(f'invalid format: {raw}; expected "json" or a valid JSON Schema object')
