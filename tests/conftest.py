@@ -37,11 +37,18 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_model.build_model(tmp_path_factory.mktemp("models") / "tiny", train_steps=300)
 
 
+@pytest.fixture(scope="session")
+def random_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny model: it rambles and almost never ends on its own."""
+    return tiny_model.build_model(tmp_path_factory.mktemp("models") / "random", seed=1)
+
+
 @pytest.fixture
-def store(tmp_path: Path, tiny_dir: Path) -> Path:
+def store(tmp_path: Path, tiny_dir: Path, random_dir: Path) -> Path:
     root = tmp_path / "store"
     root.mkdir()
     (root / "tiny").symlink_to(tiny_dir)
+    (root / "random").symlink_to(random_dir)
     write_fake(root, "fake", pieces=["Hello", ",", " world", "!"])
     write_fake(root, "slow", pieces=["tick "], loop=True, delay=0.02)
     write_fake(root, "prefill", pieces=["x"], loop=True, delay=0.02, prefill_delay=0.01)

@@ -1,0 +1,127 @@
+"""Disconnects stop generation at the next step: streaming, non-streaming, queued and in prefill.
+
+Each test states its invariant. The fake backend's per-token delay makes "the next step"
+observable; the engine's job reports count the steps pulled after the cancel flag was set.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+
+from inference.job import JobReport
+from tests.conftest import Server
+
+CHAT = {"messages": [{"role": "user", "content": "go"}]}
+
+
+async def wait_idle(server: Server) -> None:
+    engine = server.services.engine
+    with trio.fail_after(10):
+        while engine.statistics().active or engine.statistics().queued:
+            await trio.sleep(0.01)
+
+
+def last_report(server: Server, model: str) -> JobReport:
+    return [r for r in server.services.engine.history if r.model == model][-1]
+
+
+async def assert_serves_next_at_once(server: Server) -> None:
+    with trio.fail_after(5):
+        async with server.client() as client:
+            r = await client.post("/api/chat", json={"model": "fake", "stream": False} | CHAT)
+    assert r.json()["message"]["content"] == "Hello, world!"
+
+
+async def read_lines_then_disconnect(server: Server, body: dict[str, object], lines: int) -> None:
+    async with server.client() as client, client.stream("POST", "/api/chat", json=body) as r:
+        assert r.status_code == 200
+        seen = 0
+        async for _ in r.aiter_lines():
+            seen += 1
+            if seen == lines:
+                break
+
+
+async def test_streaming_disconnect_stops_within_one_step(server: Server) -> None:
+    """After the client leaves mid-stream, at most one more decode step completes."""
+    await read_lines_then_disconnect(server, {"model": "slow"} | CHAT, lines=3)
+    await wait_idle(server)
+    report = last_report(server, "slow:latest")
+    assert report.outcome == "cancelled"
+    assert report.steps_after_cancel <= 1
+    assert report.decode_steps < 10
+    await assert_serves_next_at_once(server)
+
+
+async def test_non_streaming_disconnect_stops_generation(server: Server) -> None:
+    """A stream:false request whose client times out is cancelled just like a stream."""
+    async with server.client() as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post("/api/chat", json={"model": "slow", "stream": False} | CHAT, timeout=0.3)
+    await wait_idle(server)
+    report = last_report(server, "slow:latest")
+    assert report.outcome == "cancelled"
+    assert report.steps_after_cancel <= 1
+    assert report.decode_steps < 40
+    await assert_serves_next_at_once(server)
+
+
+async def test_queued_request_leaves_the_queue_at_once(server: Server) -> None:
+    """A request cancelled while waiting never starts and leaves the queue immediately."""
+    engine = server.services.engine
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_lines_then_disconnect, server, {"model": "slow"} | CHAT, 25)
+        with trio.fail_after(5):
+            while not engine.statistics().active:
+                await trio.sleep(0.01)
+        with trio.move_on_after(0.2):
+            async with server.client() as client:
+                await client.post("/api/chat", json={"model": "fake", "stream": False} | CHAT)
+        with trio.fail_after(1):
+            while engine.statistics().queued:
+                await trio.sleep(0.005)
+        assert engine.statistics().active == 1, "the running request is not disturbed"
+    queued = [r for r in engine.history if r.model == "fake:latest"]
+    assert queued and queued[-1].outcome == "cancelled while queued" and not queued[-1].started
+    await wait_idle(server)
+    await assert_serves_next_at_once(server)
+
+
+async def test_disconnect_during_prefill_stops_between_chunks(server: Server) -> None:
+    """A long prompt is abandoned at the next prefill chunk boundary, before any decoding."""
+    body = {
+        "model": "prefill",
+        "messages": [{"role": "user", "content": "x" * 2000}],
+        "options": {"num_batch": 50},  # 50 tokens x 10 ms = 0.5 s a chunk, ~41 chunks
+    }
+    async with server.client() as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post("/api/chat", json=body, timeout=1.2)
+    await wait_idle(server)
+    report = last_report(server, "prefill:latest")
+    assert report.outcome == "cancelled"
+    assert report.decode_steps == 0
+    assert report.checks_after_cancel == 1
+    assert report.prefill_checks < 10
+    await assert_serves_next_at_once(server)
+
+
+@pytest.mark.mlx
+async def test_real_mlx_stream_stops_on_disconnect(server: Server) -> None:
+    """The MLX backend stops within a step too, and the model keeps serving afterwards."""
+    body = {"model": "random", "options": {"num_predict": 100000, "temperature": 0}} | CHAT
+    await read_lines_then_disconnect(server, body, lines=5)
+    await wait_idle(server)
+    report = last_report(server, "random:latest")
+    assert report.outcome == "cancelled"
+    assert report.steps_after_cancel <= 1
+    assert report.decode_steps < 100000
+    async with server.client() as client:
+        r = await client.post(
+            "/api/chat",
+            json={"model": "tiny", "stream": False, "options": {"temperature": 0}}
+            | {"messages": [{"role": "user", "content": "Say hello"}]},
+        )
+    assert r.json()["message"]["content"] == "Hello! 你好 🎉 Grüße."
