@@ -73,8 +73,8 @@ class ModelStore:
         for name, path in found:
             try:
                 models.append(self._describe(name, path))
-            except (OSError, ValueError, KeyError):
-                continue  # unreadable metadata: not listed, load gives the error
+            except InvalidModelName:
+                continue  # a directory whose name cannot be requested
         return models
 
     def resolve(self, name: str) -> StoredModel:
@@ -95,7 +95,11 @@ class ModelStore:
             return cached[1]
         backend = self._backend(path)
         assert backend is not None
-        info = backend.describe(path)
+        try:
+            info = backend.describe(path)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            # Still listed, so that using it gives the load error instead of "not found".
+            info = ModelInfo("unknown", 0, 0, "unknown", None, 0, {"error": str(error)})
         fingerprint = hashlib.sha256()
         for file in sorted(path.iterdir()):
             stat = file.stat()
