@@ -79,16 +79,23 @@ async def _aggregate(job: Job, event: Event, final: FinalFn) -> dict[str, Any]:
 
 
 async def _stream(job: Job, event: Event, chunk: ChunkFn, final: FinalFn) -> AsyncIterator[bytes]:
+    """One NDJSON line per event. Events that queued up while the previous write was in flight
+    go out in one write (still one line each), so a busy loop never falls behind the model."""
     try:
         while True:
-            if isinstance(event, TextChunk):
-                yield line(chunk(event.text))
-            elif isinstance(event, Finished):
-                yield line(final("", event))
-                return
-            else:
-                yield line({"error": event.message})
-                return
+            lines = []
+            next_event: Event | None = event
+            while next_event is not None:
+                if isinstance(next_event, TextChunk):
+                    lines.append(line(chunk(next_event.text)))
+                elif isinstance(next_event, Finished):
+                    yield b"".join(lines) + line(final("", next_event))
+                    return
+                else:
+                    yield b"".join(lines) + line({"error": next_event.message})
+                    return
+                next_event = job.receive_nowait()
+            yield b"".join(lines)
             event = await _receive(job)
     finally:
         job.close()

@@ -114,6 +114,15 @@ class Job:
         self._credits.release()
         return event
 
+    def receive_nowait(self) -> Event | None:
+        """The next event if one is already waiting, else ``None``."""
+        try:
+            event = self._recv.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return None
+        self._credits.release()
+        return event
+
     def close(self) -> None:
         """Stop caring about this job: cancel it wherever it is (queued, prefill, decode)."""
         if self.cancelled:

@@ -1,0 +1,98 @@
+"""Pure pieces: stop matching, durations, host parsing and settings from the environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.config import Settings, parse_host
+from app.durations import DurationError, parse_duration
+from inference.stops import StopMatcher
+from inference.store import InvalidModelName, normalize_name
+
+
+def run_stops(stops: list[str], pieces: list[str]) -> tuple[str, bool]:
+    matcher = StopMatcher(stops)
+    out = []
+    for piece in pieces:
+        text, stopped = matcher.feed(piece)
+        out.append(text)
+        if stopped:
+            return "".join(out), True
+    return "".join(out) + matcher.flush(), False
+
+
+@pytest.mark.parametrize(
+    ("stops", "pieces", "expected"),
+    [
+        (["END"], ["ab", "E", "N", "D", "cd"], ("ab", True)),
+        (["END"], ["abE", "Nx"], ("abENx", False)),
+        (["END"], ["abEN"], ("abEN", False)),
+        (["\n\n", "###"], ["a\n", "#", "##"], ("a\n", True)),
+        (["aab"], ["a", "a", "a", "b"], ("a", True)),
+        ([], ["x", "y"], ("xy", False)),
+    ],
+)
+def test_stop_matcher(stops: list[str], pieces: list[str], expected: tuple[str, bool]) -> None:
+    assert run_stops(stops, pieces) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(300, 300.0), (0, 0.0), (-1, -1.0), (1.5, 1.5), ("5m", 300.0), ("1h30m", 5400.0), ("300ms", 0.3), ("-1m", -60.0), ("0", 0.0)],
+)
+def test_durations(value: object, seconds: float) -> None:
+    assert parse_duration(value) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("300", 'time: missing unit in duration "300"'), (True, "Unsupported type: 'bool'"), ("5x", "invalid duration"), ({}, "Unsupported type")],
+)
+def test_bad_durations(value: object, message: str) -> None:
+    with pytest.raises(DurationError, match=message.replace("(", r"\(")):
+        parse_duration(value)
+
+
+def test_env_keep_alive_accepts_bare_seconds() -> None:
+    assert parse_duration("300", bare_number_is_seconds=True) == 300.0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0.0.0.0", ("0.0.0.0", 11434)),
+        ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+        ("http://localhost:9000/", ("localhost", 9000)),
+        ("[::1]:5000", ("::1", 5000)),
+        (":7000", ("127.0.0.1", 7000)),
+    ],
+)
+def test_parse_host(value: str, expected: tuple[str, int]) -> None:
+    assert parse_host(value) == expected
+
+
+def test_settings_prefer_trillm_then_ollama(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRILLM_HOST", raising=False)
+    monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0:1234")
+    assert (Settings.from_env().host, Settings.from_env().port) == ("0.0.0.0", 1234)
+    monkeypatch.setenv("TRILLM_HOST", "127.0.0.2:4321")
+    assert (Settings.from_env().host, Settings.from_env().port) == ("127.0.0.2", 4321)
+    assert Settings.from_env(host="localhost:1").port == 1
+    monkeypatch.setenv("TRILLM_KEEP_ALIVE", "10m")
+    monkeypatch.setenv("TRILLM_MODELS", "/tmp/somewhere")
+    settings = Settings.from_env()
+    assert settings.keep_alive == 600.0 and str(settings.models) == "/tmp/somewhere"
+
+
+@pytest.mark.parametrize(
+    ("name", "canonical"),
+    [("tiny", "tiny:latest"), ("Tiny:Q4", "Tiny:Q4"), ("ns/model:tag", "ns/model:tag")],
+)
+def test_names(name: str, canonical: str) -> None:
+    assert normalize_name(name) == canonical
+
+
+@pytest.mark.parametrize("name", ["../x", "a/../b", "/abs", "a\\b", "x\x00", "a" * 81, "%2e%2e%2f", "a:b:c", "", "a/b/c"])
+def test_bad_names(name: str) -> None:
+    with pytest.raises(InvalidModelName):
+        normalize_name(name)
