@@ -59,7 +59,12 @@ def raw_run(model: object, tokenizer: object, tokens: int) -> float:
 
 def server_run(client: httpx.Client, name: str, tokens: int) -> float:
     """Seconds for a streamed /api/generate (raw prompt) to deliver ``tokens`` tokens and finish."""
-    body = {"model": name, "prompt": PROMPT, "raw": True, "options": {"temperature": 0, "num_predict": tokens}}
+    body = {
+        "model": name,
+        "prompt": PROMPT,
+        "raw": True,
+        "options": {"temperature": 0, "num_predict": tokens},
+    }
     start = time.perf_counter()
     with client.stream("POST", "/api/generate", json=body) as r:
         for line in r.iter_lines():
@@ -116,7 +121,13 @@ def compare(path: Path, tokens: int, rounds: int) -> dict[str, float]:
     raw_tps = tokens / (med[("raw", 2 * tokens)] - med[("raw", tokens)])
     srv_tps = tokens / (med[("srv", 2 * tokens)] - med[("srv", tokens)])
     raw_ttft, srv_ttft = med[("raw", 1)], med[("srv", 1)]
-    return {"raw_tps": raw_tps, "server_tps": srv_tps, "ratio": srv_tps / raw_tps, "raw_ttft_ms": raw_ttft * 1e3, "server_ttft_ms": srv_ttft * 1e3}
+    return {
+        "raw_tps": raw_tps,
+        "server_tps": srv_tps,
+        "ratio": srv_tps / raw_tps,
+        "raw_ttft_ms": raw_ttft * 1e3,
+        "server_ttft_ms": srv_ttft * 1e3,
+    }
 
 
 def main() -> None:
@@ -126,7 +137,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     targets = {"model": args.model} if args.model else {p: build(p) for p in PRESETS}
-    print(f"{'model':8} {'raw tok/s':>10} {'trillm tok/s':>13} {'ratio':>7} {'raw TTFT':>10} {'trillm TTFT':>12}")
+    print(
+        f"{'model':8} {'raw tok/s':>10} {'trillm tok/s':>13} {'ratio':>7} {'raw TTFT':>10} {'trillm TTFT':>12}"
+    )
     for label, path in targets.items():
         tokens = args.tokens or (400 if label == "tiny" else 48)
         result = compare(path, tokens, args.rounds)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +61,13 @@ def store(tmp_path: Path, tiny_dir: Path, random_dir: Path) -> Path:
             shutil.copy(file, broken / file.name)
     (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
     return root
+
+
+async def wait_until(predicate: Callable[[], object], seconds: float = 5.0) -> None:
+    """Poll ``predicate`` until true; engine state changes on a worker thread, not via an event."""
+    with trio.fail_after(seconds):
+        while not predicate():  # noqa: ASYNC110
+            await trio.sleep(0.005)
 
 
 @dataclass

@@ -11,16 +11,14 @@ import pytest
 import trio
 
 from inference.job import JobReport
-from tests.conftest import Server
+from tests.conftest import Server, wait_until
 
 CHAT = {"messages": [{"role": "user", "content": "go"}]}
 
 
 async def wait_idle(server: Server) -> None:
-    engine = server.services.engine
-    with trio.fail_after(10):
-        while engine.statistics().active or engine.statistics().queued:
-            await trio.sleep(0.01)
+    stats = server.services.engine.statistics
+    await wait_until(lambda: not stats().active and not stats().queued, 10)
 
 
 def last_report(server: Server, model: str) -> JobReport:
@@ -73,15 +71,11 @@ async def test_queued_request_leaves_the_queue_at_once(server: Server) -> None:
     engine = server.services.engine
     async with trio.open_nursery() as nursery:
         nursery.start_soon(read_lines_then_disconnect, server, {"model": "slow"} | CHAT, 25)
-        with trio.fail_after(5):
-            while not engine.statistics().active:
-                await trio.sleep(0.01)
+        await wait_until(lambda: engine.statistics().active)
         with trio.move_on_after(0.2):
             async with server.client() as client:
                 await client.post("/api/chat", json={"model": "fake", "stream": False} | CHAT)
-        with trio.fail_after(1):
-            while engine.statistics().queued:
-                await trio.sleep(0.005)
+        await wait_until(lambda: not engine.statistics().queued, 1)
         assert engine.statistics().active == 1, "the running request is not disturbed"
     queued = [r for r in engine.history if r.model == "fake:latest"]
     assert queued and queued[-1].outcome == "cancelled while queued" and not queued[-1].started

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from app.config import Settings
-from tests.conftest import Server, start_server
+from tests.conftest import Server, start_server, wait_until
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -28,31 +28,149 @@ CASES: list[tuple[str, str, object, int, str]] = [
     ("/api/show", "unknown model", {"model": "nope"}, 404, "model 'nope' not found"),
     ("/api/show", "missing model", {}, 400, "model is required"),
     ("/api/chat", "model not a string", {"model": 5, "messages": MSG}, 400, 'field "model"'),
-    ("/api/chat", "bad option type", {"model": "fake", "messages": MSG, "options": {"temperature": "hot"}}, 400, 'option "temperature" must be of type float32'),
-    ("/api/chat", "bad int option", {"model": "fake", "messages": MSG, "options": {"num_predict": "5"}}, 400, 'option "num_predict" must be of type integer'),
-    ("/api/chat", "stop not array", {"model": "fake", "messages": MSG, "options": {"stop": "x"}}, 400, 'option "stop" must be of type array'),
-    ("/api/chat", "options not object", {"model": "fake", "messages": MSG, "options": [1]}, 400, '"options" must be an object'),
-    ("/api/chat", "keep_alive without unit", {"model": "fake", "messages": MSG, "keep_alive": "300"}, 400, 'time: missing unit in duration "300"'),
-    ("/api/chat", "keep_alive bool", {"model": "fake", "messages": MSG, "keep_alive": True}, 400, "Unsupported type: 'bool'"),
-    ("/api/chat", "stream not bool", {"model": "fake", "messages": MSG, "stream": "yes"}, 400, 'field "stream" must be of type boolean'),
-    ("/api/chat", "unknown role", {"model": "fake", "messages": [{"role": "wizard", "content": "x"}]}, 400, "messages[0].role"),
+    (
+        "/api/chat",
+        "bad option type",
+        {"model": "fake", "messages": MSG, "options": {"temperature": "hot"}},
+        400,
+        'option "temperature" must be of type float32',
+    ),
+    (
+        "/api/chat",
+        "bad int option",
+        {"model": "fake", "messages": MSG, "options": {"num_predict": "5"}},
+        400,
+        'option "num_predict" must be of type integer',
+    ),
+    (
+        "/api/chat",
+        "stop not array",
+        {"model": "fake", "messages": MSG, "options": {"stop": "x"}},
+        400,
+        'option "stop" must be of type array',
+    ),
+    (
+        "/api/chat",
+        "options not object",
+        {"model": "fake", "messages": MSG, "options": [1]},
+        400,
+        '"options" must be an object',
+    ),
+    (
+        "/api/chat",
+        "keep_alive without unit",
+        {"model": "fake", "messages": MSG, "keep_alive": "300"},
+        400,
+        'time: missing unit in duration "300"',
+    ),
+    (
+        "/api/chat",
+        "keep_alive bool",
+        {"model": "fake", "messages": MSG, "keep_alive": True},
+        400,
+        "Unsupported type: 'bool'",
+    ),
+    (
+        "/api/chat",
+        "stream not bool",
+        {"model": "fake", "messages": MSG, "stream": "yes"},
+        400,
+        'field "stream" must be of type boolean',
+    ),
+    (
+        "/api/chat",
+        "unknown role",
+        {"model": "fake", "messages": [{"role": "wizard", "content": "x"}]},
+        400,
+        "messages[0].role",
+    ),
     ("/api/chat", "messages not list", {"model": "fake", "messages": "hi"}, 400, 'field "messages"'),
-    ("/api/chat", "format bad value", {"model": "fake", "messages": MSG, "format": 12}, 400, "invalid format: 12"),
-    ("/api/chat", "format not yet", {"model": "fake", "messages": MSG, "format": "json"}, 400, '"format" (structured output) is not supported'),
-    ("/api/chat", "think bad value", {"model": "fake", "messages": MSG, "think": "very"}, 400, 'invalid think value: "very"'),
-    ("/api/chat", "think unsupported", {"model": "fake", "messages": MSG, "think": True}, 400, '"fake" does not support thinking'),
-    ("/api/chat", "tools malformed", {"model": "fake", "messages": MSG, "tools": [{"type": "function"}]}, 400, "tools[0].function must be an object"),
-    ("/api/chat", "tools unsupported", {"model": "fake", "messages": MSG, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, '"fake" does not support tools'),
-    ("/api/generate", "raw with system", {"model": "fake", "prompt": "x", "raw": True, "system": "s"}, 400, "raw mode does not support template, system, or context"),
-    ("/api/generate", "context not ids", {"model": "fake", "prompt": "x", "context": ["a"]}, 400, '"context"'),
-    ("/api/generate", "prompt too long", {"model": "fake", "prompt": "x" * 100, "options": {"num_ctx": 50}}, 400, "longer than the context length"),
-    ("/api/chat", "model fails to load", {"model": "unloadable", "messages": MSG}, 500, "failed to load model 'unloadable:latest': weights are corrupt"),
-    ("/api/chat", "corrupt weights", {"model": "broken", "messages": MSG}, 500, "failed to load model 'broken:latest'"),
+    (
+        "/api/chat",
+        "format bad value",
+        {"model": "fake", "messages": MSG, "format": 12},
+        400,
+        "invalid format: 12",
+    ),
+    (
+        "/api/chat",
+        "format not yet",
+        {"model": "fake", "messages": MSG, "format": "json"},
+        400,
+        '"format" (structured output) is not supported',
+    ),
+    (
+        "/api/chat",
+        "think bad value",
+        {"model": "fake", "messages": MSG, "think": "very"},
+        400,
+        'invalid think value: "very"',
+    ),
+    (
+        "/api/chat",
+        "think unsupported",
+        {"model": "fake", "messages": MSG, "think": True},
+        400,
+        '"fake" does not support thinking',
+    ),
+    (
+        "/api/chat",
+        "tools malformed",
+        {"model": "fake", "messages": MSG, "tools": [{"type": "function"}]},
+        400,
+        "tools[0].function must be an object",
+    ),
+    (
+        "/api/chat",
+        "tools unsupported",
+        {"model": "fake", "messages": MSG, "tools": [{"type": "function", "function": {"name": "f"}}]},
+        400,
+        '"fake" does not support tools',
+    ),
+    (
+        "/api/generate",
+        "raw with system",
+        {"model": "fake", "prompt": "x", "raw": True, "system": "s"},
+        400,
+        "raw mode does not support template, system, or context",
+    ),
+    (
+        "/api/generate",
+        "context not ids",
+        {"model": "fake", "prompt": "x", "context": ["a"]},
+        400,
+        '"context"',
+    ),
+    (
+        "/api/generate",
+        "prompt too long",
+        {"model": "fake", "prompt": "x" * 100, "options": {"num_ctx": 50}},
+        400,
+        "longer than the context length",
+    ),
+    (
+        "/api/chat",
+        "model fails to load",
+        {"model": "unloadable", "messages": MSG},
+        500,
+        "failed to load model 'unloadable:latest': weights are corrupt",
+    ),
+    (
+        "/api/chat",
+        "corrupt weights",
+        {"model": "broken", "messages": MSG},
+        500,
+        "failed to load model 'broken:latest'",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("route", "case", "body", "status", "message"), CASES, ids=[f"{c[0]} {c[1]}" for c in CASES])
-async def test_error_table(server: Server, route: str, case: str, body: object, status: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("route", "case", "body", "status", "message"), CASES, ids=[f"{c[0]} {c[1]}" for c in CASES]
+)
+async def test_error_table(
+    server: Server, route: str, case: str, body: object, status: int, message: str
+) -> None:
     async with server.client() as client:
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
         r = await client.post(route, content=content, headers={"Content-Type": "application/json"})
@@ -100,11 +218,17 @@ async def test_queue_full_gets_503_with_retry_after(settings: Settings) -> None:
         statuses: list[int] = []
 
         async def one(client_nursery: trio.Nursery) -> None:
-            async with server.client() as client, client.stream("POST", "/api/chat", json={"model": "slow", "messages": MSG}) as r:
+            async with (
+                server.client() as client,
+                client.stream("POST", "/api/chat", json={"model": "slow", "messages": MSG}) as r,
+            ):
                 statuses.append(r.status_code)
                 if r.status_code == 503:
                     await r.aread()
-                    assert r.json()["error"] == "server busy, please try again.  maximum pending requests exceeded"
+                    assert (
+                        r.json()["error"]
+                        == "server busy, please try again.  maximum pending requests exceeded"
+                    )
                     assert r.headers["Retry-After"] == "1"
                     return
                 async for _ in r.aiter_lines():
@@ -112,18 +236,12 @@ async def test_queue_full_gets_503_with_retry_after(settings: Settings) -> None:
 
         async with trio.open_nursery() as clients:
             clients.start_soon(one, clients)
-            with trio.fail_after(5):
-                while not engine.statistics().active:
-                    await trio.sleep(0.01)
+            await wait_until(lambda: engine.statistics().active)
             clients.start_soon(one, clients)
-            with trio.fail_after(5):
-                while not engine.statistics().queued:
-                    await trio.sleep(0.01)
+            await wait_until(lambda: engine.statistics().queued)
             for _ in range(3):
                 clients.start_soon(one, clients)
-            with trio.fail_after(5):
-                while statuses.count(503) < 3:
-                    await trio.sleep(0.01)
+            await wait_until(lambda: statuses.count(503) >= 3)
             clients.cancel_scope.cancel()
         assert statuses.count(503) == 3
         stop.set()
@@ -134,7 +252,9 @@ async def test_body_over_the_cap_gets_413(settings: Settings) -> None:
     async with trio.open_nursery() as nursery:
         server, stop = await start_server(nursery, settings)
         async with server.client() as client:
-            r = await client.post("/api/chat", json={"model": "fake", "messages": [{"role": "user", "content": "x" * 5000}]})
+            r = await client.post(
+                "/api/chat", json={"model": "fake", "messages": [{"role": "user", "content": "x" * 5000}]}
+            )
             assert r.status_code == 413 and "error" in r.json()
             r = await client.post("/api/chat", json={"model": "fake", "messages": MSG, "stream": False})
             assert r.status_code == 200

@@ -16,9 +16,7 @@ HELLO, HELLO_REPLY = SCRIPT[0]
 
 async def test_chat_non_streaming_returns_the_trained_reply(server: Server) -> None:
     client = ollama.AsyncClient(host=server.url)
-    response = await client.chat(
-        model="tiny", messages=[{"role": "user", "content": HELLO}], options=GREEDY
-    )
+    response = await client.chat(model="tiny", messages=[{"role": "user", "content": HELLO}], options=GREEDY)
     assert response.message.role == "assistant"
     assert response.message.content == HELLO_REPLY
     assert response.done and response.done_reason == "stop"
@@ -49,7 +47,9 @@ async def test_generate_streaming_and_not(server: Server) -> None:
     whole = await client.generate(model="tiny", prompt=SCRIPT[1][0], options=GREEDY)
     assert whole.response == SCRIPT[1][1]
     assert whole.context and len(whole.context) == whole.prompt_eval_count + whole.eval_count
-    streamed = [p async for p in await client.generate(model="tiny", prompt=SCRIPT[1][0], options=GREEDY, stream=True)]
+    streamed = [
+        p async for p in await client.generate(model="tiny", prompt=SCRIPT[1][0], options=GREEDY, stream=True)
+    ]
     assert "".join(p.response for p in streamed) == SCRIPT[1][1]
     assert streamed[-1].done and streamed[-1].context == whole.context
     assert all(not p.done for p in streamed[:-1])

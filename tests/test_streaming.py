@@ -11,7 +11,14 @@ from tests.conftest import Server
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
 MSG = [{"role": "user", "content": "hi"}]
-METRICS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration")
+METRICS = (
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+)
 
 
 async def test_ndjson_framing_and_final_chunk(server: Server) -> None:
@@ -61,10 +68,13 @@ async def test_stop_strings_across_pieces_on_both_endpoints(server: Server) -> N
 
 async def test_generate_context_round_trips(server: Server) -> None:
     async with server.client() as client:
-        first = (await client.post("/api/generate", json={"model": "fake", "prompt": "ab", "stream": False})).json()
+        first = (
+            await client.post("/api/generate", json={"model": "fake", "prompt": "ab", "stream": False})
+        ).json()
         assert first["context"][-1] == 0  # the fake's end token
         await client.post(
-            "/api/generate", json={"model": "fake", "prompt": "c", "context": first["context"], "stream": False}
+            "/api/generate",
+            json={"model": "fake", "prompt": "c", "context": first["context"], "stream": False},
         )
     prompts = server.fake.prompts
     assert prompts[-1][: len(first["context"])] == first["context"]
@@ -72,7 +82,9 @@ async def test_generate_context_round_trips(server: Server) -> None:
 
 async def test_system_prompt_and_roles_reach_the_template(server: Server) -> None:
     async with server.client() as client:
-        await client.post("/api/generate", json={"model": "fake", "prompt": "p", "system": "be brief", "stream": False})
+        await client.post(
+            "/api/generate", json={"model": "fake", "prompt": "p", "system": "be brief", "stream": False}
+        )
         messages = [
             {"role": "system", "content": "S"},
             {"role": "user", "content": "U"},
@@ -92,7 +104,7 @@ async def test_keep_alive_expiry_unloads(server: Server) -> None:
         assert r.json()["done_reason"] == "load"
         assert [m["name"] for m in (await client.get("/api/ps")).json()["models"]] == ["fake:latest"]
         with trio.fail_after(5):
-            while (await client.get("/api/ps")).json()["models"]:
+            while (await client.get("/api/ps")).json()["models"]:  # noqa: ASYNC110
                 await trio.sleep(0.05)
         r = await client.post("/api/generate", json={"model": "fake", "keep_alive": -1})
         ps = (await client.get("/api/ps")).json()["models"]

@@ -38,7 +38,17 @@ def test_stop_matcher(stops: list[str], pieces: list[str], expected: tuple[str, 
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [(300, 300.0), (0, 0.0), (-1, -1.0), (1.5, 1.5), ("5m", 300.0), ("1h30m", 5400.0), ("300ms", 0.3), ("-1m", -60.0), ("0", 0.0)],
+    [
+        (300, 300.0),
+        (0, 0.0),
+        (-1, -1.0),
+        (1.5, 1.5),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("300ms", 0.3),
+        ("-1m", -60.0),
+        ("0", 0.0),
+    ],
 )
 def test_durations(value: object, seconds: float) -> None:
     assert parse_duration(value) == pytest.approx(seconds)
@@ -46,7 +56,12 @@ def test_durations(value: object, seconds: float) -> None:
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [("300", 'time: missing unit in duration "300"'), (True, "Unsupported type: 'bool'"), ("5x", "invalid duration"), ({}, "Unsupported type")],
+    [
+        ("300", 'time: missing unit in duration "300"'),
+        (True, "Unsupported type: 'bool'"),
+        ("5x", "invalid duration"),
+        ({}, "Unsupported type"),
+    ],
 )
 def test_bad_durations(value: object, message: str) -> None:
     with pytest.raises(DurationError, match=message.replace("(", r"\(")):
@@ -92,7 +107,9 @@ def test_names(name: str, canonical: str) -> None:
     assert normalize_name(name) == canonical
 
 
-@pytest.mark.parametrize("name", ["../x", "a/../b", "/abs", "a\\b", "x\x00", "a" * 81, "%2e%2e%2f", "a:b:c", "", "a/b/c"])
+@pytest.mark.parametrize(
+    "name", ["../x", "a/../b", "/abs", "a\\b", "x\x00", "a" * 81, "%2e%2e%2f", "a:b:c", "", "a/b/c"]
+)
 def test_bad_names(name: str) -> None:
     with pytest.raises(InvalidModelName):
         normalize_name(name)
