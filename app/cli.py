@@ -38,10 +38,7 @@ def _serve(host: str | None, models: str | None) -> int:
     logging.getLogger("trillm").info(
         "serving models from %s on %s:%d", settings.models, settings.host, settings.port
     )
-    try:
-        trio.run(serve, app, settings)
-    except KeyboardInterrupt:
-        pass
+    trio.run(serve, app, settings)
     return 0
 
 

@@ -6,6 +6,7 @@ Each helper raises :class:`~app.errors.BadRequest` with a message naming the off
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, cast
 
 from quart import request
@@ -137,6 +138,8 @@ def _option(key: str, value: Any) -> Any:
     if key in _FLOAT_OPTIONS:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BadRequest(f'option "{key}" must be of type float32')
+        if not math.isfinite(value) or abs(value) > 3.4e38:
+            raise BadRequest(f'option "{key}" must be a finite float32')
         return float(value)
     if key in _INT_OPTIONS:
         if isinstance(value, bool) or not isinstance(value, int | float):

@@ -7,6 +7,7 @@ the first connection, and cancelled on shutdown, which unloads every model.
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -23,6 +24,8 @@ from inference.engine import Engine
 from inference.store import ModelStore
 
 log = logging.getLogger("trillm")
+
+GRACE_SECONDS = 5.0
 
 
 def default_backends() -> list[Backend]:
@@ -59,8 +62,14 @@ def hypercorn_config(settings: Settings) -> Config:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"{host}:{settings.port}"]
     config.accesslog = None
-    config.graceful_timeout = 5.0
+    config.graceful_timeout = GRACE_SECONDS
     return config
+
+
+async def wait_for_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return
 
 
 async def serve(
@@ -70,10 +79,18 @@ async def serve(
     shutdown_trigger: Callable[..., Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` until ``shutdown_trigger`` returns; ``started`` gets the bound URLs."""
-    await hypercorn_serve(
-        app,
-        hypercorn_config(settings),
-        shutdown_trigger=shutdown_trigger,
-        task_status=task_status,
-    )
+    """Serve ``app`` until ``shutdown_trigger`` returns (default: SIGINT or SIGTERM).
+
+    ``started`` gets the bound URLs. On shutdown Hypercorn stops accepting and gives open
+    connections ``GRACE_SECONDS``; live generations get most of that to finish, then end with an
+    error line so that no client is cut off mid-line.
+    """
+    engine: Engine = app.extensions["trillm"].engine
+    trigger = shutdown_trigger or wait_for_signal
+
+    async def shutdown() -> None:
+        await trigger()
+        log.info("shutting down")
+        app.nursery.start_soon(engine.drain, GRACE_SECONDS * 0.8)
+
+    await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=shutdown, task_status=task_status)

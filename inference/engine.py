@@ -25,6 +25,7 @@ from inference.worker import WorkerThread
 
 log = logging.getLogger("trillm.engine")
 
+SHUTDOWN_MESSAGE = "the server is shutting down"
 BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
 
 
@@ -86,12 +87,28 @@ class Engine:
                 nursery.start_soon(self._schedule_loop)
                 nursery.start_soon(self._expiry_loop)
                 task_status.started()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    # Before the nursery waits for the scheduler: stop the job on the thread.
+                    self.abort_all()
         finally:
-            for job in list(self._pending):
-                job.close()
             with trio.CancelScope(shield=True):
                 await self._worker.run(self._unload_all)
             self._worker.stop()
+
+    def abort_all(self, message: str = SHUTDOWN_MESSAGE) -> None:
+        """End every queued and running job with an error event for its client."""
+        for job in [*self._pending, *([self._active] if self._active else [])]:
+            job.abort(message)
+        self._pending.clear()
+
+    async def drain(self, seconds: float) -> None:
+        """Give running requests ``seconds`` to finish, then abort what is left."""
+        await trio.sleep(seconds)
+        if self._active or self._pending:
+            log.warning("shutdown grace of %.1fs ran out: aborting unfinished requests", seconds)
+        self.abort_all()
 
     def statistics(self) -> EngineStatistics:
         return EngineStatistics(
@@ -138,6 +155,9 @@ class Engine:
             self._active = job
             try:
                 await self._worker.run(self._execute, job)
+            except Exception as error:  # a bug in a backend must not take the engine down
+                log.exception("job for %s crashed", job.request.model)
+                job.fail(f"an error was encountered while running the model: {error}")
             finally:
                 self._active = None
                 self._jobs_done += 1

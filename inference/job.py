@@ -133,6 +133,19 @@ class Job:
         if self._on_close is not None:
             self._on_close(self)
 
+    def abort(self, message: str) -> None:
+        """Engine side: stop the work and tell a still-listening client why."""
+        self.cancelled = True
+        self.fail(message)
+
+    def fail(self, message: str) -> None:
+        """From the Trio thread: end the job with an error event if the client still listens."""
+        try:
+            self._send.send_nowait(Failed(message))
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        self._send.close()
+
     # -- producer side (worker thread) -------------------------------------------------------
 
     def should_stop(self) -> bool:

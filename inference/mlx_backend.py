@@ -125,11 +125,14 @@ class MlxModel:
 
         if params.seed is not None:
             mx.random.seed(params.seed)
+        vocab = int(self._model.args.vocab_size) if hasattr(self._model, "args") else 0
+        # mlx-lm rejects top_k >= vocabulary; Ollama treats such a k as "keep everything".
+        top_k = params.top_k if 0 < params.top_k < vocab else 0
         sampler = make_sampler(
             temp=params.temperature,
             top_p=params.top_p if 0 < params.top_p < 1 else 0.0,
             min_p=params.min_p,
-            top_k=max(params.top_k, 0),
+            top_k=top_k,
         )
         processors = make_logits_processors(
             repetition_penalty=params.repeat_penalty if params.repeat_penalty != 1.0 else None,

@@ -7,7 +7,8 @@ import re
 
 import trio
 
-from tests.conftest import Server
+from app.config import Settings
+from tests.conftest import Server, start_server, wait_until
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
 MSG = [{"role": "user", "content": "hi"}]
@@ -109,3 +110,34 @@ async def test_keep_alive_expiry_unloads(server: Server) -> None:
         r = await client.post("/api/generate", json={"model": "fake", "keep_alive": -1})
         ps = (await client.get("/api/ps")).json()["models"]
         assert int(ps[0]["expires_at"][:4]) > 2200, "negative keep_alive keeps it forever"
+
+
+async def test_shutdown_ends_live_streams_and_the_engine(settings: Settings) -> None:
+    """On shutdown a live stream ends with an error line and the server task returns promptly."""
+    lines: list[dict[str, object]] = []
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            server, stop = await start_server(nursery, settings)
+
+            async def listen() -> None:
+                async with (
+                    server.client() as client,
+                    client.stream("POST", "/api/chat", json={"model": "slow", "messages": MSG}) as r,
+                ):
+                    async for raw in r.aiter_lines():
+                        lines.append(json.loads(raw))
+
+            nursery.start_soon(listen)
+            await wait_until(lambda: len(lines) >= 3)
+            stop.set()
+    assert lines[-1] == {"error": "the server is shutting down"}
+    assert server.services.engine.statistics().loaded == 0
+
+
+async def test_unknown_options_are_ignored(server: Server) -> None:
+    async with server.client() as client:
+        options = {"mirostat": 0, "num_gpu": 1, "something_new": [1, 2], "temperature": None}
+        r = await client.post(
+            "/api/chat", json={"model": "fake", "messages": MSG, "stream": False, "options": options}
+        )
+    assert r.status_code == 200 and r.json()["message"]["content"] == "Hello, world!"
