@@ -11,7 +11,7 @@ from app.ndjson import created_at
 from app.responses import metrics, respond
 from app.services import Services
 from app.steering import reject_unsupported
-from inference.job import Finished, GenerationRequest, JobKind
+from inference.job import Finished
 
 
 def register(app: Quart, services: Services) -> None:
@@ -22,22 +22,8 @@ def register(app: Quart, services: Services) -> None:
         messages = fields.messages(body)
         stream = fields.typed(body, "stream", bool, True)
         reject_unsupported(body, model.name)
-        keep_alive = fields.keep_alive(body)
-        options = fields.Options(body.get("options"), services.settings.context_length)
+        request = services.generation_request(body, model, messages, has_input=bool(messages))
         name = body["model"]
-
-        kind: JobKind = "generate" if messages else ("unload" if keep_alive == 0 else "load")
-        request = GenerationRequest(
-            model=model.name,
-            path=model.path,
-            kind=kind,
-            messages=messages,
-            params=options.params,
-            num_predict=options.num_predict,
-            num_ctx=options.num_ctx,
-            stop=options.stop,
-            keep_alive=keep_alive,
-        )
 
         def message(text: str) -> dict[str, Any]:
             return {"role": "assistant", "content": text}

@@ -12,7 +12,7 @@ from app.ndjson import created_at
 from app.responses import metrics, respond
 from app.services import Services
 from app.steering import reject_unsupported
-from inference.job import Finished, GenerationRequest, JobKind
+from inference.job import Finished
 
 
 def register(app: Quart, services: Services) -> None:
@@ -33,28 +33,14 @@ def register(app: Quart, services: Services) -> None:
             if body.get(unsupported):
                 raise BadRequest(f'"{unsupported}" is not supported by this server yet')
         reject_unsupported(body, model.name)
-        keep_alive = fields.keep_alive(body)
-        options = fields.Options(body.get("options"), services.settings.context_length)
-        name = body["model"]
-
-        kind: JobKind = "generate" if prompt else ("unload" if keep_alive == 0 else "load")
         messages: list[dict[str, object]] = []
         if system:
             messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": prompt})
-        request = GenerationRequest(
-            model=model.name,
-            path=model.path,
-            kind=kind,
-            messages=messages,
-            prompt=prompt if raw else None,
-            context=context,
-            params=options.params,
-            num_predict=options.num_predict,
-            num_ctx=options.num_ctx,
-            stop=options.stop,
-            keep_alive=keep_alive,
+        request = services.generation_request(
+            body, model, messages, has_input=bool(prompt), prompt=prompt if raw else None, context=context
         )
+        name = body["model"]
 
         def chunk(text: str) -> dict[str, Any]:
             return {"model": name, "created_at": created_at(), "response": text, "done": False}

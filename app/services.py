@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from app import fields
 from app.config import Settings
 from app.errors import BadRequest, NotFound
 from inference.engine import Engine
+from inference.job import GenerationRequest, JobKind
 from inference.store import InvalidModelName, ModelNotFound, ModelStore, StoredModel
 
 
@@ -15,6 +19,34 @@ class Services:
     engine: Engine
     store: ModelStore
     settings: Settings
+
+    def generation_request(
+        self,
+        body: dict[str, Any],
+        model: StoredModel,
+        messages: Sequence[dict[str, object]],
+        *,
+        has_input: bool,
+        prompt: str | None = None,
+        context: Sequence[int] = (),
+    ) -> GenerationRequest:
+        """The engine request for a chat or generate body; without input it loads or unloads."""
+        keep_alive = fields.keep_alive(body)
+        options = fields.Options(body.get("options"), self.settings.context_length)
+        kind: JobKind = "generate" if has_input else ("unload" if keep_alive == 0 else "load")
+        return GenerationRequest(
+            model=model.name,
+            path=model.path,
+            kind=kind,
+            messages=messages,
+            prompt=prompt,
+            context=context,
+            params=options.params,
+            num_predict=options.num_predict,
+            num_ctx=options.num_ctx,
+            stop=options.stop,
+            keep_alive=keep_alive,
+        )
 
     def find_model(self, name: object, *, missing_is_404: bool = False) -> StoredModel:
         """The stored model called ``name``, or Ollama's 400/404 for a missing, bad or unknown one."""
