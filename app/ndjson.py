@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import time
+from datetime import datetime
 from typing import Any
 
 from quart import Response
@@ -25,11 +26,21 @@ def json_response(obj: Any, status: int = 200) -> Response:
     return Response(dumps(obj), status=status, content_type=JSON)
 
 
+_second: list[object] = [None, ""]
+
+
 def created_at() -> str:
-    """Now in RFC 3339 UTC with trailing fractional zeros trimmed, like Go's time.Time."""
-    now = datetime.now(UTC)
-    frac = f"{now.microsecond:06d}".rstrip("0")
-    return now.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + "Z"
+    """Now in RFC 3339 UTC with trailing fractional zeros trimmed, like Go's time.Time.
+
+    Called once per streamed token, so the whole-second part is formatted once a second.
+    """
+    now = time.time()
+    whole = int(now)
+    if _second[0] != whole:
+        _second[0] = whole
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    frac = f"{int((now - whole) * 1e6):06d}".rstrip("0")
+    return f"{_second[1]}.{frac}Z" if frac else f"{_second[1]}Z"
 
 
 def local_time(moment: datetime) -> str:

@@ -120,7 +120,11 @@ class Engine:
 
     def resident(self) -> list[Resident]:
         """Models in memory now, most recently expiring first."""
-        return sorted(self._resident.values(), key=lambda r: -r.expires_at)
+        return sorted(self._snapshot(), key=lambda r: -r.expires_at)
+
+    def _snapshot(self) -> list[Resident]:
+        # The worker thread loads and unloads; list() copies the values in one step under the GIL.
+        return list(self._resident.values())
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -128,8 +132,7 @@ class Engine:
         """Queue ``request``; raises :class:`EngineBusy` when the queue is full."""
         if len(self._pending) >= self.max_queue:
             raise EngineBusy(BUSY_MESSAGE)
-        job = Job(request)
-        job._on_close = self._forget
+        job = Job(request, on_close=self._forget)
         self._pending.append(job)
         self._wakeup.set()
         return job
@@ -239,10 +242,10 @@ class Engine:
     async def _expiry_loop(self) -> None:
         while True:
             self._residency_changed = trio.Event()
-            deadline = min((r.expires_at for r in self._resident.values()), default=math.inf)
+            deadline = min((r.expires_at for r in self._snapshot()), default=math.inf)
             with trio.move_on_after(max(0.0, deadline - time.monotonic())):
                 await self._residency_changed.wait()
-            if any(r.expires_at <= time.monotonic() for r in self._resident.values()):
+            if any(r.expires_at <= time.monotonic() for r in self._snapshot()):
                 await self._worker.run(self._unload_expired)
 
 

@@ -96,7 +96,7 @@ class JobReport:
 class Job:
     """One admitted request: its parameters, its event channel and its cancel flag."""
 
-    def __init__(self, request: GenerationRequest) -> None:
+    def __init__(self, request: GenerationRequest, on_close: Callable[[Job], None] | None = None) -> None:
         self.request = request
         self.submitted = time.perf_counter()
         self.report = JobReport(model=request.model)
@@ -104,7 +104,7 @@ class Job:
         self._send, self._recv = trio.open_memory_channel[Event](CHANNEL_CAPACITY)
         self._credits = threading.Semaphore(CHANNEL_CAPACITY)
         self._trio_token = trio.lowlevel.current_trio_token()
-        self._on_close: Callable[[Job], None] | None = None
+        self._on_close = on_close
 
     # -- consumer side (Trio) ---------------------------------------------------------------
 
