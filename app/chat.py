@@ -10,7 +10,7 @@ from app import fields
 from app.ndjson import created_at
 from app.responses import metrics, respond
 from app.services import Services
-from app.steering import reject_unsupported
+from app.steering import read_steering
 from inference.job import Finished
 
 
@@ -21,8 +21,10 @@ def register(app: Quart, services: Services) -> None:
         model = services.find_model(body.get("model"))
         messages = fields.messages(body)
         stream = fields.typed(body, "stream", bool, True)
-        reject_unsupported(body, model.name)
-        request = services.generation_request(body, model, messages, has_input=bool(messages))
+        output_format = read_steering(body, model.name)
+        request = services.generation_request(
+            body, model, messages, has_input=bool(messages), output_format=output_format
+        )
         name = body["model"]
 
         def message(text: str) -> dict[str, Any]:

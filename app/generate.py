@@ -11,7 +11,7 @@ from app.errors import BadRequest
 from app.ndjson import created_at
 from app.responses import metrics, respond
 from app.services import Services
-from app.steering import reject_unsupported
+from app.steering import read_steering
 from inference.job import Finished
 
 
@@ -32,13 +32,19 @@ def register(app: Quart, services: Services) -> None:
         for unsupported in ("template", "suffix", "images"):
             if body.get(unsupported):
                 raise BadRequest(f'"{unsupported}" is not supported by this server yet')
-        reject_unsupported(body, model.name)
+        output_format = read_steering(body, model.name)
         messages: list[dict[str, object]] = []
         if system:
             messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": prompt})
         request = services.generation_request(
-            body, model, messages, has_input=bool(prompt), prompt=prompt if raw else None, context=context
+            body,
+            model,
+            messages,
+            has_input=bool(prompt),
+            prompt=prompt if raw else None,
+            context=context,
+            output_format=output_format,
         )
         name = body["model"]
 

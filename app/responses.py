@@ -72,7 +72,7 @@ async def _aggregate(job: Job, event: Event, final: FinalFn) -> dict[str, Any]:
             elif isinstance(event, Finished):
                 return final("".join(parts), event)
             else:
-                raise ApiError(event.message, 500)
+                raise ApiError(event.message, event.status)
             event = await _receive(job)
     finally:
         job.close()

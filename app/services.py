@@ -12,6 +12,7 @@ from app.errors import BadRequest, NotFound
 from inference.engine import Engine
 from inference.job import GenerationRequest, JobKind
 from inference.store import InvalidModelName, ModelNotFound, ModelStore, StoredModel
+from validation.structured import OutputFormat
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Services:
         has_input: bool,
         prompt: str | None = None,
         context: Sequence[int] = (),
+        output_format: OutputFormat | None = None,
     ) -> GenerationRequest:
         """The engine request for a chat or generate body; without input it loads or unloads."""
         keep_alive = fields.keep_alive(body)
@@ -46,6 +48,7 @@ class Services:
             num_ctx=options.num_ctx,
             stop=options.stop,
             keep_alive=keep_alive,
+            output_format=output_format,
         )
 
     def find_model(self, name: object, *, missing_is_404: bool = False) -> StoredModel:

@@ -15,7 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from validation.constraint import TokenConstraint
 
 
 class GenerationCancelled(Exception):
@@ -77,16 +80,27 @@ class LoadedModel(Protocol):
         """Token ids for ``text`` (special tokens in it are recognised)."""
         ...
 
+    def constraint(self, grammar: str) -> TokenConstraint | None:
+        """A fresh grammar constraint for one request (compiled grammars are cached per model).
+
+        ``None`` only from test doubles that cannot enforce (their output is still validated).
+        Raises :class:`validation.constraint.ConstraintError` if the grammar does not compile.
+        """
+        ...
+
     def generate(
         self,
         prompt: Sequence[int],
         params: SamplingParams,
         should_stop: Callable[[], bool],
+        constraint: TokenConstraint | None = None,
     ) -> Generator[Step, None, None]:
         """Prefill ``prompt`` then yield one :class:`Step` per sampled token, forever.
 
-        The last step before the model's end-of-sequence token carries ``eos=True`` (with any text
-        still buffered in the decoder); the caller decides every other way to stop.
+        With a ``constraint``, only tokens it allows are sampled, and it has consumed each
+        step's token by the time the step is yielded. The last step before the model's
+        end-of-sequence token carries ``eos=True`` (with any text still buffered in the decoder);
+        the caller decides every other way to stop.
         """
         ...
 

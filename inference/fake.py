@@ -38,8 +38,15 @@ class FakeModel:
     def tokenize(self, text: str) -> list[int]:
         return [ord(c) for c in text]
 
+    def constraint(self, grammar: str) -> None:
+        return None  # a script cannot be steered; its output is still validated
+
     def generate(
-        self, prompt: Sequence[int], params: SamplingParams, should_stop: Callable[[], bool]
+        self,
+        prompt: Sequence[int],
+        params: SamplingParams,
+        should_stop: Callable[[], bool],
+        constraint: object = None,
     ) -> Generator[Step, None, None]:
         self._log.append(list(prompt))
         chunk = max(params.prefill_chunk, 1)

@@ -14,9 +14,12 @@ import time
 from inference.backend import GenerationCancelled, LoadedModel
 from inference.job import Failed, Finished, Job, TextChunk
 from inference.stops import StopMatcher
+from validation.constraint import ConstraintError
+from validation.structured import OutputMismatch
 
 log = logging.getLogger("trillm.generation")
 
+MISMATCH = "the reply does not match the requested format"
 CONTEXT_TOO_LONG = (
     "the prompt is longer than the context length currently available to the model; "
     "shorten the prompt or raise num_ctx"
@@ -54,9 +57,17 @@ def _generate(job: Job, model: LoadedModel) -> None:
         budget = min(budget, request.num_predict)
     stops = StopMatcher(request.stop)
     generated: list[int] = []
+    text_out: list[str] = []
     done_reason = "length"
     first_token_at = start
-    steps = model.generate(prompt, request.params, job.should_stop)
+    fmt = request.output_format
+    try:
+        constraint = None if fmt is None else model.constraint(fmt.grammar)
+    except ConstraintError as error:
+        job.report.outcome = "failed"
+        job.emit(Failed(f"format cannot be enforced for this model: {error}", 400))
+        return
+    steps = model.generate(prompt, request.params, job.should_stop, constraint)
     try:
         while len(generated) < budget:
             step = next(steps, None)
@@ -71,17 +82,27 @@ def _generate(job: Job, model: LoadedModel) -> None:
                 first_token_at = time.perf_counter()
             generated.append(step.token)
             released, stopped = stops.feed(step.text)
-            if released and not job.emit(TextChunk(released)):
-                raise GenerationCancelled
-            if stopped or step.eos:
+            if released:
+                text_out.append(released)
+                if not job.emit(TextChunk(released)):
+                    raise GenerationCancelled
+            if stopped or step.eos or (constraint is not None and constraint.finished):
                 done_reason = "stop"
                 break
     finally:
         steps.close()
     tail = stops.flush()
     if tail:
+        text_out.append(tail)
         job.emit(TextChunk(tail))
     end = time.perf_counter()
+    if fmt is not None:
+        try:
+            fmt.validate("".join(text_out))
+        except OutputMismatch as error:
+            job.report.outcome = "invalid output"
+            job.emit(Failed(f"{MISMATCH}: {error} (done_reason: {done_reason})", 422))
+            return
     job.report.outcome = "done"
     job.emit(
         Finished(

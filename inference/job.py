@@ -23,6 +23,7 @@ from typing import Literal
 import trio
 
 from inference.backend import SamplingParams
+from validation.structured import OutputFormat
 
 # Events a job buffers before the producer waits: enough to ride out a slow write, small enough
 # that a stalled client holds back only a few tokens of work.
@@ -46,6 +47,7 @@ class GenerationRequest:
     num_ctx: int = 4096
     stop: Sequence[str] = ()
     keep_alive: float | None = None
+    output_format: OutputFormat | None = None
 
 
 @dataclass(frozen=True)

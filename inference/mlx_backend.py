@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.backend import GenerationCancelled, ModelInfo, ModelLoadError, SamplingParams, Step
+from validation.constraint import GrammarCache, TokenConstraint
 
 _DTYPE_NAMES = {"F32": "F32", "F16": "F16", "BF16": "BF16"}
 
@@ -83,6 +84,28 @@ def describe_directory(path: Path) -> ModelInfo:
     )
 
 
+def _mask_processor(constraint: TokenConstraint) -> Callable[[Any, Any], Any]:
+    """An mlx-lm logits processor applying ``constraint``'s mask (NumPy mask, MLX ``where``).
+
+    mlx-lm passes the whole history; the first call holds only the prompt, later calls add the
+    sampled tokens, which the constraint consumes. mlx-lm computes one step past the end token,
+    and the constraint tolerates that (after the end it allows only end tokens).
+    """
+    import mlx.core as mx
+
+    seen: int | None = None
+
+    def process(tokens: Any, logits: Any) -> Any:
+        nonlocal seen
+        length = int(tokens.shape[0])
+        if seen is not None and length > seen:
+            constraint.consume(tokens[seen:].tolist())
+        seen = length
+        return mx.where(mx.array(constraint.allowed()), logits, -mx.inf)
+
+    return process
+
+
 class MlxModel:
     """A model loaded with ``mlx_lm.load``."""
 
@@ -97,6 +120,19 @@ class MlxModel:
         except Exception as error:  # mlx-lm raises many kinds; all mean "unusable files"
             raise ModelLoadError(f"{type(error).__name__}: {error}") from error
         self._eos = set(self._tokenizer.eos_token_ids)
+        self._grammars: GrammarCache | None = None
+
+    def constraint(self, grammar: str) -> TokenConstraint:
+        if self._grammars is None:
+            # Building llguidance's tokenizer costs ~1 s at a 150k vocabulary: once per model.
+            from llguidance.hf import from_tokenizer
+
+            n_vocab = int(self._model.args.vocab_size)
+            tokenizer = from_tokenizer(
+                self._tokenizer._tokenizer, n_vocab=n_vocab, eos_token=sorted(self._eos)
+            )
+            self._grammars = GrammarCache(tokenizer, n_vocab, sorted(self._eos))
+        return self._grammars.constraint(grammar)
 
     def render_chat(self, messages: Sequence[dict[str, object]]) -> str:
         if self._tokenizer.chat_template is None:
@@ -118,6 +154,7 @@ class MlxModel:
         prompt: Sequence[int],
         params: SamplingParams,
         should_stop: Callable[[], bool],
+        constraint: TokenConstraint | None = None,
     ) -> Generator[Step, None, None]:
         import mlx.core as mx
         from mlx_lm.generate import generate_step
@@ -142,6 +179,9 @@ class MlxModel:
             frequency_penalty=params.frequency_penalty or None,
             frequency_context_size=params.repeat_last_n,
         )
+
+        if constraint is not None:
+            processors.append(_mask_processor(constraint))  # last, so nothing un-masks a token
 
         def progress(done: int, total: int) -> None:
             if done < total and should_stop():

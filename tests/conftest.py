@@ -43,13 +43,22 @@ def random_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_model.build_model(tmp_path_factory.mktemp("models") / "random", seed=1)
 
 
+@pytest.fixture(scope="session")
+def json_random_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Untrained, with a 4,000-token vocabulary trained on English and JSON, padded to 4,096 ids."""
+    out = tmp_path_factory.mktemp("models") / "jsonrandom"
+    return tiny_model.build_model(out, vocab_size=4000, corpus_lines=20000, pad_vocab_to=128, seed=2)
+
+
 @pytest.fixture
-def store(tmp_path: Path, tiny_dir: Path, random_dir: Path) -> Path:
+def store(tmp_path: Path, tiny_dir: Path, random_dir: Path, json_random_dir: Path) -> Path:
     root = tmp_path / "store"
     root.mkdir()
+    (root / "jsonrandom").symlink_to(json_random_dir)
     (root / "tiny").symlink_to(tiny_dir)
     (root / "random").symlink_to(random_dir)
     write_fake(root, "fake", pieces=["Hello", ",", " world", "!"])
+    write_fake(root, "fakejson", pieces=['{"a"', ":", "1", ',"b":', '"x"', "}"])
     write_fake(root, "slow", pieces=["tick "], loop=True, delay=0.02)
     write_fake(root, "prefill", pieces=["x"], loop=True, delay=0.02, prefill_delay=0.01)
     write_fake(root, "failing", pieces=["a", "b", "c", "d"], loop=True, fail_at=3)

@@ -94,10 +94,10 @@ CASES: list[tuple[str, str, object, int, str]] = [
     ),
     (
         "/api/chat",
-        "format not yet",
-        {"model": "fake", "messages": MSG, "format": "json"},
+        "format schema invalid",
+        {"model": "fake", "messages": MSG, "format": {"type": "object", "required": "a"}},
         400,
-        '"format" (structured output) is not supported',
+        "invalid JSON Schema in format at $.required",
     ),
     (
         "/api/chat",

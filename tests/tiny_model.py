@@ -40,7 +40,50 @@ SCRIPT: list[tuple[str, str]] = [
 ]
 
 
-def _train_tokenizer(out: Path, vocab_size: int) -> None:
+def synthetic_corpus(lines: int, seed: int = 0) -> list[str]:
+    """English-like and JSON text, so a trained vocabulary has tokens like ``":`` and ``"},``."""
+    import random
+
+    rng = random.Random(seed)
+    words = [w.strip(".,!?:") for line in CORPUS for w in line.split()] + [
+        "name", "age", "items", "status", "active", "sku", "qty", "date", "null", "true", "false",
+        "id", "value", "type", "city", "weather", "temperature", "unit", "result", "list",
+    ]  # fmt: skip
+    syllables = [
+        "ka",
+        "lo",
+        "mi",
+        "ter",
+        "son",
+        "ba",
+        "re",
+        "qu",
+        "ix",
+        "ne",
+        "dor",
+        "pa",
+        "st",
+        "ü",
+        "é",
+        "ñ",
+    ]
+    words += [
+        "".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))) for _ in range(3 * lines // 10)
+    ]
+    out = []
+    for _ in range(lines):
+        if rng.random() < 0.5:
+            out.append(" ".join(rng.choice(words) for _ in range(rng.randint(4, 14))) + ".")
+        else:
+            doc = {
+                rng.choice(words): rng.choice([rng.randint(0, 999), rng.choice(words), None, True, [1, 2]])
+                for _ in range(rng.randint(1, 5))
+            }
+            out.append(json.dumps(doc, ensure_ascii=False, separators=(",", ":")))
+    return out
+
+
+def _train_tokenizer(out: Path, vocab_size: int, corpus: list[str]) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -52,7 +95,7 @@ def _train_tokenizer(out: Path, vocab_size: int) -> None:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator(corpus, trainer=trainer)
     tok.save(str(out / "tokenizer.json"))
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -78,17 +121,26 @@ def build_model(
     vocab_size: int = 512,
     seed: int = 0,
     train_steps: int = 0,
+    corpus_lines: int = 0,
+    pad_vocab_to: int = 1,
 ) -> Path:
-    """Write a complete tiny Qwen2 model directory to ``out`` and return it."""
+    """Write a complete tiny Qwen2 model directory to ``out`` and return it.
+
+    ``corpus_lines`` > 0 trains the tokenizer on that much synthetic English and JSON (a realistic
+    vocabulary); ``pad_vocab_to`` rounds the model's vocabulary up, as real checkpoints do, so the
+    model has ids the tokenizer never produces.
+    """
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.models import qwen2
 
     out.mkdir(parents=True, exist_ok=True)
-    _train_tokenizer(out, vocab_size)
+    corpus = synthetic_corpus(corpus_lines) if corpus_lines else CORPUS * 4
+    _train_tokenizer(out, vocab_size, corpus)
     from tokenizers import Tokenizer
 
     real_vocab = Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab_size()
+    model_vocab = -(-real_vocab // pad_vocab_to) * pad_vocab_to
     config = {
         "architectures": ["Qwen2ForCausalLM"],
         "model_type": "qwen2",
@@ -98,11 +150,10 @@ def build_model(
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
         "rms_norm_eps": 1e-6,
-        "vocab_size": real_vocab,
+        "vocab_size": model_vocab,
         "max_position_embeddings": 2048,
         "rope_theta": 10000.0,
         "tie_word_embeddings": True,
-        "eos_token_id": real_vocab - 1 if False else None,
         "torch_dtype": "float32",
     }
     config = {k: v for k, v in config.items() if v is not None}
