@@ -94,6 +94,11 @@ def _mask_processor(constraint: TokenConstraint) -> Callable[[Any, Any], Any]:
     import mlx.core as mx
 
     seen: int | None = None
+    # On Apple Silicon llguidance applies the packed mask with a Metal kernel; elsewhere NumPy
+    # unpacks it and MLX selects.
+    metal = mx.metal.is_available()
+    if metal:
+        from llguidance.mlx import apply_token_bitmask
 
     def process(tokens: Any, logits: Any) -> Any:
         nonlocal seen
@@ -101,6 +106,8 @@ def _mask_processor(constraint: TokenConstraint) -> Callable[[Any, Any], Any]:
         if seen is not None and length > seen:
             constraint.consume(tokens[seen:].tolist())
         seen = length
+        if metal:
+            return apply_token_bitmask(logits, constraint.bitmask())
         return mx.where(mx.array(constraint.allowed()), logits, -mx.inf)
 
     return process

@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from llguidance.hf import from_tokenizer
 from transformers import PreTrainedTokenizerFast
 
-from validation.constraint import GrammarCache
+from validation.constraint import ConstraintError, GrammarCache
 from validation.structured import prepare_format
 
 
@@ -49,3 +50,15 @@ def test_after_the_end_only_the_end_token(json_random_dir: Path) -> None:
     constraint.consume([eos])  # mlx-lm computes one step past the end token
     constraint.consume([eos, 5])
     assert np.flatnonzero(constraint.allowed()).tolist() == [eos]
+
+
+def test_json_mode_is_any_object_and_only_an_object(json_random_dir: Path) -> None:
+    cache, hf, _, _ = make_cache(json_random_dir)
+    grammar = prepare_format("json").grammar
+    nested = cache.constraint(grammar)
+    nested.consume(hf.encode('{"a":{"b":[1,2,{"c":null}]},"d":"x"}'))
+    assert nested.finished
+    with pytest.raises(ConstraintError):
+        cache.constraint(grammar).consume(hf.encode("[1]"))
+    with pytest.raises(ConstraintError):
+        cache.constraint(grammar).consume(hf.encode('{ "a": 1}'))  # no free whitespace

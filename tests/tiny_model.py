@@ -67,9 +67,7 @@ def synthetic_corpus(lines: int, seed: int = 0) -> list[str]:
         "é",
         "ñ",
     ]
-    words += [
-        "".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))) for _ in range(3 * lines // 10)
-    ]
+    words += ["".join(rng.choice(syllables) for _ in range(rng.randint(2, 5))) for _ in range(lines // 2)]
     out = []
     for _ in range(lines):
         if rng.random() < 0.5:

@@ -29,8 +29,9 @@ class TokenConstraint:
         self._matcher = matcher
         self._n_vocab = n_vocab
         self._bitmask = allocate_token_bitmask(1, n_vocab)
-        self._eos_only = np.zeros(n_vocab, dtype=bool)
-        self._eos_only[list(eos)] = True
+        bits = np.zeros(self._bitmask.size * 32, dtype=np.uint8)
+        bits[list(eos)] = 1
+        self._eos_only = np.packbits(bits, bitorder="little").view(np.int32).reshape(1, -1)
 
     def consume(self, tokens: Sequence[int]) -> None:
         """Advance past ``tokens``, ignoring anything after the grammar has finished."""
@@ -46,14 +47,21 @@ class TokenConstraint:
         """The output is complete: only an end token may follow."""
         return self._matcher.is_stopped()
 
-    def allowed(self) -> NDArray[np.bool_]:
-        """Which token ids may come next (after the end, only the end tokens)."""
+    def bitmask(self) -> NDArray[np.int32]:
+        """The ids allowed next as llguidance's packed bitmask, shape (1, ceil(vocab / 32)).
+
+        After the end, only the end tokens are allowed.
+        """
         if self._matcher.is_stopped():
             return self._eos_only
         fill_next_token_bitmask(self._matcher, self._bitmask)
         if self._matcher.is_error():
             raise ConstraintError(self._matcher.get_error())
-        bits = np.unpackbits(self._bitmask[0].view(np.uint8), bitorder="little")
+        return self._bitmask
+
+    def allowed(self) -> NDArray[np.bool_]:
+        """:meth:`bitmask` unpacked to one boolean per token id."""
+        bits = np.unpackbits(self.bitmask()[0].view(np.uint8), bitorder="little")
         return bits[: self._n_vocab].astype(bool)
 
 

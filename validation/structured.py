@@ -9,6 +9,7 @@ against the schema; the grammar makes a valid reply the rule, this makes it a gu
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,5 +116,15 @@ def compile_schema(schema: dict[str, Any]) -> OutputFormat:
 
 
 def prepare_format(value: str | dict[str, Any]) -> OutputFormat:
-    """The :class:`OutputFormat` for a ``format`` already shape-checked by ``check_format``."""
-    return compile_schema(value if isinstance(value, dict) else JSON_OBJECT)
+    """The :class:`OutputFormat` for a ``format`` already shape-checked by ``check_format``.
+
+    Checked formats are remembered (by their canonical JSON), so a repeated schema is not
+    checked and compiled again.
+    """
+    schema = value if isinstance(value, dict) else JSON_OBJECT
+    return _prepare_cached(json.dumps(schema, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _prepare_cached(canonical: str) -> OutputFormat:
+    return compile_schema(json.loads(canonical))
