@@ -8,10 +8,10 @@ from quart import Quart, Response
 
 from app import fields
 from app.ndjson import created_at
-from app.responses import metrics, respond
+from app.responses import metrics, ollama_calls, respond
 from app.services import Services
 from app.steering import read_steering
-from inference.job import Finished
+from inference.job import Finished, TextChunk
 
 
 def register(app: Quart, services: Services) -> None:
@@ -21,20 +21,25 @@ def register(app: Quart, services: Services) -> None:
         model = services.find_model(body.get("model"))
         messages = fields.messages(body)
         stream = fields.typed(body, "stream", bool, True)
-        output_format = read_steering(body, model.name)
+        steering = read_steering(body, model.name, model.info)
         request = services.generation_request(
-            body, model, messages, has_input=bool(messages), output_format=output_format
+            body, model, messages, has_input=bool(messages), steering=steering
         )
         name = body["model"]
 
-        def message(text: str) -> dict[str, Any]:
-            return {"role": "assistant", "content": text}
+        def message(part: TextChunk) -> dict[str, Any]:
+            out: dict[str, Any] = {"role": "assistant", "content": part.text}
+            if part.thinking:
+                out["thinking"] = part.thinking
+            if part.tool_calls:
+                out["tool_calls"] = ollama_calls(part)
+            return out
 
-        def chunk(text: str) -> dict[str, Any]:
-            return {"model": name, "created_at": created_at(), "message": message(text), "done": False}
+        def chunk(part: TextChunk) -> dict[str, Any]:
+            return {"model": name, "created_at": created_at(), "message": message(part), "done": False}
 
-        def final(text: str, finished: Finished) -> dict[str, Any]:
-            head = {"model": name, "created_at": created_at(), "message": message(text)}
+        def final(whole: TextChunk, finished: Finished) -> dict[str, Any]:
+            head = {"model": name, "created_at": created_at(), "message": message(whole)}
             return head | metrics(finished)
 
         return await respond(services.engine, request, stream=stream, chunk=chunk, final=final)

@@ -12,7 +12,7 @@ from app.ndjson import created_at
 from app.responses import metrics, respond
 from app.services import Services
 from app.steering import read_steering
-from inference.job import Finished
+from inference.job import Finished, TextChunk
 
 
 def register(app: Quart, services: Services) -> None:
@@ -32,7 +32,7 @@ def register(app: Quart, services: Services) -> None:
         for unsupported in ("template", "suffix", "images"):
             if body.get(unsupported):
                 raise BadRequest(f'"{unsupported}" is not supported by this server yet')
-        output_format = read_steering(body, model.name)
+        steering = read_steering(body, model.name, model.info, allow_tools=False)
         messages: list[dict[str, object]] = []
         if system:
             messages.append({"role": "system", "content": system})
@@ -44,15 +44,19 @@ def register(app: Quart, services: Services) -> None:
             has_input=bool(prompt),
             prompt=prompt if raw else None,
             context=context,
-            output_format=output_format,
+            steering=steering,
         )
         name = body["model"]
 
-        def chunk(text: str) -> dict[str, Any]:
-            return {"model": name, "created_at": created_at(), "response": text, "done": False}
+        def head(part: TextChunk) -> dict[str, Any]:
+            out = {"model": name, "created_at": created_at(), "response": part.text}
+            return out | ({"thinking": part.thinking} if part.thinking else {})
 
-        def final(text: str, finished: Finished) -> dict[str, Any]:
-            out = {"model": name, "created_at": created_at(), "response": text} | metrics(finished)
+        def chunk(part: TextChunk) -> dict[str, Any]:
+            return head(part) | {"done": False}
+
+        def final(whole: TextChunk, finished: Finished) -> dict[str, Any]:
+            out = head(whole) | metrics(finished)
             if not raw and finished.context:
                 out["context"] = list(finished.context)
             return out

@@ -11,6 +11,7 @@ from quart import Quart, Response
 from app import fields
 from app.ndjson import json_response, local_time
 from app.services import Services
+from app.steering import capabilities
 from inference.backend import ModelInfo
 from inference.store import StoredModel
 
@@ -34,10 +35,6 @@ def details(model: StoredModel) -> dict[str, Any]:
         "parameter_size": parameter_size(info.parameter_count),
         "quantization_level": info.quantization,
     }
-
-
-def capabilities(info: ModelInfo) -> list[str]:
-    return ["completion"]
 
 
 def model_info(info: ModelInfo) -> dict[str, Any]:

@@ -22,8 +22,10 @@ from app.ndjson import NDJSON, json_response, line
 from inference.engine import Engine, EngineBusy
 from inference.job import Event, Failed, Finished, GenerationRequest, Job, TextChunk
 
-ChunkFn = Callable[[str], dict[str, Any]]
-FinalFn = Callable[[str, Finished], dict[str, Any]]
+ChunkFn = Callable[[TextChunk], dict[str, Any]]
+FinalFn = Callable[[TextChunk, Finished], dict[str, Any]]
+
+EMPTY = TextChunk("")
 
 ENDED_EARLY = "generation ended unexpectedly"
 
@@ -64,13 +66,19 @@ async def _receive(job: Job) -> Event:
 
 
 async def _aggregate(job: Job, event: Event, final: FinalFn) -> dict[str, Any]:
-    parts: list[str] = []
+    """Every chunk concatenated: answer text, reasoning, and all tool calls in order."""
+    chunks: list[TextChunk] = []
     try:
         while True:
             if isinstance(event, TextChunk):
-                parts.append(event.text)
+                chunks.append(event)
             elif isinstance(event, Finished):
-                return final("".join(parts), event)
+                whole = TextChunk(
+                    "".join(c.text for c in chunks),
+                    "".join(c.thinking for c in chunks),
+                    tuple(call for c in chunks for call in c.tool_calls),
+                )
+                return final(whole, event)
             else:
                 raise ApiError(event.message, event.status)
             event = await _receive(job)
@@ -87,9 +95,9 @@ async def _stream(job: Job, event: Event, chunk: ChunkFn, final: FinalFn) -> Asy
             next_event: Event | None = event
             while next_event is not None:
                 if isinstance(next_event, TextChunk):
-                    lines.append(line(chunk(next_event.text)))
+                    lines.append(line(chunk(next_event)))
                 elif isinstance(next_event, Finished):
-                    yield b"".join(lines) + line(final("", next_event))
+                    yield b"".join(lines) + line(final(EMPTY, next_event))
                     return
                 else:
                     yield b"".join(lines) + line({"error": next_event.message})
@@ -99,6 +107,14 @@ async def _stream(job: Job, event: Event, chunk: ChunkFn, final: FinalFn) -> Asy
             event = await _receive(job)
     finally:
         job.close()
+
+
+def ollama_calls(chunk: TextChunk) -> list[dict[str, Any]]:
+    """Tool calls in Ollama's shape (arguments as an object)."""
+    return [
+        {"id": c.id, "function": {"index": c.index, "name": c.name, "arguments": c.arguments}}
+        for c in chunk.tool_calls
+    ]
 
 
 def metrics(finished: Finished) -> dict[str, Any]:

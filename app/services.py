@@ -9,10 +9,10 @@ from typing import Any
 from app import fields
 from app.config import Settings
 from app.errors import BadRequest, NotFound
+from app.steering import Steering
 from inference.engine import Engine
 from inference.job import GenerationRequest, JobKind
 from inference.store import InvalidModelName, ModelNotFound, ModelStore, StoredModel
-from validation.structured import OutputFormat
 
 
 @dataclass
@@ -30,9 +30,10 @@ class Services:
         has_input: bool,
         prompt: str | None = None,
         context: Sequence[int] = (),
-        output_format: OutputFormat | None = None,
+        steering: Steering | None = None,
     ) -> GenerationRequest:
         """The engine request for a chat or generate body; without input it loads or unloads."""
+        steering = steering or Steering()
         keep_alive = fields.keep_alive(body)
         options = fields.Options(body.get("options"), self.settings.context_length)
         kind: JobKind = "generate" if has_input else ("unload" if keep_alive == 0 else "load")
@@ -48,7 +49,11 @@ class Services:
             num_ctx=options.num_ctx,
             stop=options.stop,
             keep_alive=keep_alive,
-            output_format=output_format,
+            output_format=steering.output_format,
+            tools=steering.tools,
+            tool_format=steering.tool_format,
+            split_thinking=steering.split_thinking,
+            think=steering.think,
         )
 
     def find_model(self, name: object, *, missing_is_404: bool = False) -> StoredModel:

@@ -1,31 +1,88 @@
-"""``format``, ``think`` and ``tools``: checked here, before a request reaches the engine.
+"""``format``, ``think`` and ``tools``: checked against the request and the model's template.
 
-``format`` is compiled into an :class:`~validation.structured.OutputFormat` (400 when the schema is
-invalid or cannot be enforced). Thinking and tool calls have their own issue; until they land, a
-request that asks for one gets a 400 that says so instead of a reply that silently ignores it.
+What a model can do comes from its chat template: it renders ``tools`` (and in which convention its
+calls come back), and it reasons in ``<think>`` blocks. A request asking for something the model
+cannot do gets Ollama's 400; a schema or tool definition that cannot be enforced gets a 400 naming
+the problem, before anything runs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from llguidance import LLMatcher
+
 from app.errors import BadRequest
+from inference.backend import ModelInfo
+from validation.grammars import tool_grammar
 from validation.request_checks import FieldError, check_format, check_think, check_tools
 from validation.structured import OutputFormat, prepare_format
+from validation.tool_calls import detect_format
+from validation.toolset import ToolSet
 
 
-def read_steering(body: dict[str, Any], model: str) -> OutputFormat | None:
-    """The output format to enforce, if any; 400 for bad or not yet supported fields."""
+def tool_format(info: ModelInfo) -> str | None:
+    return detect_format(info.chat_template)
+
+
+def can_think(info: ModelInfo) -> bool:
+    template = info.chat_template or ""
+    return "<think>" in template or "enable_thinking" in template
+
+
+def capabilities(info: ModelInfo) -> list[str]:
+    caps = ["completion"]
+    if tool_format(info):
+        caps.append("tools")
+    if can_think(info):
+        caps.append("thinking")
+    return caps
+
+
+@dataclass(frozen=True)
+class Steering:
+    """How a request steers the output, resolved against the model."""
+
+    output_format: OutputFormat | None = None
+    tools: ToolSet | None = None
+    tool_format: str | None = None
+    split_thinking: bool = False
+    think: bool | None = None
+
+
+def read_steering(body: dict[str, Any], model: str, info: ModelInfo, *, allow_tools: bool = True) -> Steering:
+    """The request's steering; 400 for bad values or what the model cannot do."""
+    short = model.removesuffix(":latest")
     try:
         fmt = check_format(body.get("format"))
         think = check_think(body.get("think"))
-        tools = check_tools(body.get("tools"))
+        tools = check_tools(body.get("tools")) if allow_tools else []
         output_format = None if fmt is None else prepare_format(fmt)
+        toolset = ToolSet(tools) if tools else None
     except FieldError as error:
         raise BadRequest(str(error)) from error
-    short = model.removesuffix(":latest")
-    if think is not None and think is not False:
+    thinking = can_think(info)
+    if think is not None and think is not False and not thinking:
         raise BadRequest(f'"{short}" does not support thinking')
-    if tools:
-        raise BadRequest(f'"{short}" does not support tools')
-    return output_format
+    calls = tool_format(info)
+    if toolset is not None:
+        if calls is None:
+            raise BadRequest(f'"{short}" does not support tools')
+        if output_format is not None:
+            raise BadRequest("format and tools cannot be combined in one request; send one or the other")
+        _check_enforceable(calls, toolset)
+    return Steering(
+        output_format=output_format,
+        tools=toolset,
+        tool_format=calls,
+        split_thinking=thinking,
+        think=(think is not False) if thinking else None,
+    )
+
+
+def _check_enforceable(fmt: str, toolset: ToolSet) -> None:
+    grammar = tool_grammar(fmt, toolset.tools, thinking=False, inside=False)
+    problem = LLMatcher.validate_grammar(grammar) if grammar else ""
+    if problem:
+        raise BadRequest(f"tools cannot be enforced: {problem.strip()}")

@@ -72,8 +72,15 @@ class LoadedModel(Protocol):
 
     info: ModelInfo
 
-    def render_chat(self, messages: Sequence[dict[str, object]]) -> str:
-        """Render messages through the model's chat template, ending with the assistant cue."""
+    def render_chat(
+        self,
+        messages: Sequence[dict[str, object]],
+        *,
+        tools: Sequence[dict[str, object]] = (),
+        think: bool | None = None,
+    ) -> str:
+        """Render messages (and tools) through the model's chat template, ending with the
+        assistant cue; ``think`` is passed to templates that can switch reasoning on or off."""
         ...
 
     def tokenize(self, text: str) -> list[int]:

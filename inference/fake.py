@@ -32,8 +32,15 @@ class FakeModel:
         self._script = script
         self._log = log
 
-    def render_chat(self, messages: Sequence[dict[str, object]]) -> str:
-        return "".join(f"<{m.get('role')}>{m.get('content', '')}" for m in messages) + "<assistant>"
+    def render_chat(
+        self,
+        messages: Sequence[dict[str, object]],
+        *,
+        tools: Sequence[dict[str, object]] = (),
+        think: bool | None = None,
+    ) -> str:
+        rendered = "".join(f"<{m.get('role')}>{m.get('content', '')}" for m in messages)
+        return rendered + "<assistant>"
 
     def tokenize(self, text: str) -> list[int]:
         return [ord(c) for c in text]

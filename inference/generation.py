@@ -9,17 +9,22 @@ the step already in flight completes after a disconnect.
 from __future__ import annotations
 
 import logging
+import secrets
+import string
 import time
 
 from inference.backend import GenerationCancelled, LoadedModel
-from inference.job import Failed, Finished, Job, TextChunk
+from inference.job import CallOut, Failed, Finished, GenerationRequest, Job, TextChunk
 from inference.stops import StopMatcher
 from validation.constraint import ConstraintError
+from validation.grammars import answer_grammar, tool_grammar
+from validation.reply import ReplyDelta, ReplyParser
 from validation.structured import OutputMismatch
 
 log = logging.getLogger("trillm.generation")
 
 MISMATCH = "the reply does not match the requested format"
+INVALID_CALL = "the model produced an invalid tool call"
 CONTEXT_TOO_LONG = (
     "the prompt is longer than the context length currently available to the model; "
     "shorten the prompt or raise num_ctx"
@@ -42,11 +47,73 @@ def run_generation(job: Job, model: LoadedModel) -> None:
         job.emit(Failed(f"an error was encountered while running the model: {error}"))
 
 
+class InvalidCall(Exception):
+    """The model produced a tool call that is malformed or does not fit the declared tools."""
+
+
+class _Reply:
+    """Turns released text into events: reasoning, answer and validated tool calls."""
+
+    def __init__(self, job: Job, inside: bool) -> None:
+        request = job.request
+        self._job = job
+        self._tools = request.tools
+        self._parser = ReplyParser(
+            split_thinking=request.split_thinking,
+            inside=inside,
+            keep_thinking=request.think is not False,
+            tool_format=request.tool_format if request.tools else None,
+        )
+        self.answer: list[str] = []
+        self._calls = 0
+
+    def feed(self, text: str) -> bool:
+        return self._send(self._parser.feed(text))
+
+    def finish(self) -> bool:
+        return self._send(self._parser.finish())
+
+    def _send(self, delta: ReplyDelta) -> bool:
+        if delta.errors:
+            raise InvalidCall(delta.errors[0])
+        calls = []
+        for call in delta.calls:
+            problem = self._tools.problem(call) if self._tools is not None else "no tools were declared"
+            if problem:
+                raise InvalidCall(problem)
+            calls.append(CallOut(new_call_id(), self._calls, call.name, call.arguments))
+            self._calls += 1
+        self.answer.append(delta.content)
+        if not delta:
+            return True
+        return self._job.emit(TextChunk(delta.content, delta.thinking, tuple(calls)))
+
+
+def new_call_id() -> str:
+    return "call_" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+
+
+def _grammar(request: GenerationRequest, inside: bool) -> str | None:
+    """What the constraint enforces: the answer's format, or the declared tools' calls."""
+    thinking = request.split_thinking
+    if request.output_format is not None:
+        if not thinking:
+            return request.output_format.grammar
+        return answer_grammar(request.output_format.schema, thinking=True, inside=inside)
+    if request.tools is not None and request.tool_format is not None:
+        return tool_grammar(request.tool_format, request.tools.tools, thinking=thinking, inside=inside)
+    return None
+
+
 def _generate(job: Job, model: LoadedModel) -> None:
     request = job.request
     start = time.perf_counter()
     load_duration = start - job.submitted
-    text = request.prompt if request.prompt is not None else model.render_chat(request.messages)
+    if request.prompt is not None:
+        text = request.prompt
+    else:
+        tools = request.tools.tools if request.tools is not None else ()
+        text = model.render_chat(request.messages, tools=tools, think=request.think)
     prompt = [*request.context, *model.tokenize(text)]
     if len(prompt) >= request.num_ctx:
         job.report.outcome = "failed"
@@ -55,18 +122,19 @@ def _generate(job: Job, model: LoadedModel) -> None:
     budget = request.num_ctx - len(prompt)
     if request.num_predict >= 0:
         budget = min(budget, request.num_predict)
-    stops = StopMatcher(request.stop)
-    generated: list[int] = []
-    text_out: list[str] = []
-    done_reason = "length"
-    first_token_at = start
-    fmt = request.output_format
+    inside = request.split_thinking and text.rstrip().endswith("<think>")
+    grammar = _grammar(request, inside)
     try:
-        constraint = None if fmt is None else model.constraint(fmt.grammar)
+        constraint = None if grammar is None else model.constraint(grammar)
     except ConstraintError as error:
         job.report.outcome = "failed"
         job.emit(Failed(f"format cannot be enforced for this model: {error}", 400))
         return
+    reply = _Reply(job, inside)
+    stops = StopMatcher(request.stop)
+    generated: list[int] = []
+    done_reason = "length"
+    first_token_at = start
     steps = model.generate(prompt, request.params, job.should_stop, constraint)
     try:
         while len(generated) < budget:
@@ -82,23 +150,23 @@ def _generate(job: Job, model: LoadedModel) -> None:
                 first_token_at = time.perf_counter()
             generated.append(step.token)
             released, stopped = stops.feed(step.text)
-            if released:
-                text_out.append(released)
-                if not job.emit(TextChunk(released)):
-                    raise GenerationCancelled
+            if released and not reply.feed(released):
+                raise GenerationCancelled
             if stopped or step.eos or (constraint is not None and constraint.finished):
                 done_reason = "stop"
                 break
+        if not (reply.feed(stops.flush()) and reply.finish()):
+            raise GenerationCancelled
+    except InvalidCall as error:
+        job.report.outcome = "invalid tool call"
+        job.emit(Failed(f"{INVALID_CALL}: {error}", 422))
+        return
     finally:
         steps.close()
-    tail = stops.flush()
-    if tail:
-        text_out.append(tail)
-        job.emit(TextChunk(tail))
     end = time.perf_counter()
-    if fmt is not None:
+    if request.output_format is not None:
         try:
-            fmt.validate("".join(text_out))
+            request.output_format.validate("".join(reply.answer))
         except OutputMismatch as error:
             job.report.outcome = "invalid output"
             job.emit(Failed(f"{MISMATCH}: {error} (done_reason: {done_reason})", 422))

@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import trio
 
 from inference.backend import SamplingParams
 from validation.structured import OutputFormat
+from validation.toolset import ToolSet
 
 # Events a job buffers before the producer waits: enough to ride out a slow write, small enough
 # that a stalled client holds back only a few tokens of work.
@@ -48,13 +49,30 @@ class GenerationRequest:
     stop: Sequence[str] = ()
     keep_alive: float | None = None
     output_format: OutputFormat | None = None
+    tools: ToolSet | None = None
+    tool_format: str | None = None
+    split_thinking: bool = False
+    think: bool | None = None
+
+
+@dataclass(frozen=True)
+class CallOut:
+    """A complete, validated tool call as the API reports it."""
+
+    id: str
+    index: int
+    name: str
+    arguments: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class TextChunk:
-    """Generated text, safe to show (no partial characters, no stop-string prefixes)."""
+    """Generated output, safe to show (no partial characters, no stop-string prefixes, no marker
+    halves): answer text, reasoning, and tool calls completed by this step."""
 
     text: str
+    thinking: str = ""
+    tool_calls: tuple[CallOut, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,19 @@ def _mask_processor(constraint: TokenConstraint) -> Callable[[Any, Any], Any]:
     return process
 
 
+def template_message(message: dict[str, object]) -> dict[str, object]:
+    """An Ollama message in the shape Hugging Face chat templates expect."""
+    out = dict(message)
+    if "thinking" in out:
+        out["reasoning_content"] = out.pop("thinking")
+    calls = out.get("tool_calls")
+    if isinstance(calls, list):
+        out["tool_calls"] = [{"type": "function", **c} if isinstance(c, dict) else c for c in calls]
+    if out.get("role") == "tool" and "tool_name" in out:
+        out.setdefault("name", out["tool_name"])
+    return out
+
+
 class MlxModel:
     """A model loaded with ``mlx_lm.load``."""
 
@@ -141,12 +154,23 @@ class MlxModel:
             self._grammars = GrammarCache(tokenizer, n_vocab, sorted(self._eos))
         return self._grammars.constraint(grammar)
 
-    def render_chat(self, messages: Sequence[dict[str, object]]) -> str:
+    def render_chat(
+        self,
+        messages: Sequence[dict[str, object]],
+        *,
+        tools: Sequence[dict[str, object]] = (),
+        think: bool | None = None,
+    ) -> str:
         if self._tokenizer.chat_template is None:
             # No template: plain concatenation, as mlx-lm does for base models.
             return "".join(str(m.get("content", "")) for m in messages)
+        extra: dict[str, Any] = {}
+        if tools:
+            extra["tools"] = list(tools)
+        if think is not None:
+            extra["enable_thinking"] = think
         rendered: str = self._tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, tokenize=False
+            [template_message(m) for m in messages], add_generation_prompt=True, tokenize=False, **extra
         )
         return rendered
 

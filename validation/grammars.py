@@ -1,0 +1,67 @@
+"""llguidance grammars for what the engine enforces: a JSON answer, tool calls, after thinking.
+
+All are Lark grammars with JSON Schemas embedded (``%json``). Free text and reasoning are lazy
+lexemes that end at the first marker (``</think>``, ``<tool_call>``), so the constraint can be on
+from the first token and still only bind the parts it is about.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# Separators real models write in tool calls (json.dumps defaults), so a call stays on-distribution.
+TOOL_JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+ANSWER_JSON_STYLE = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
+
+
+def _embed(schema: dict[str, Any], style: dict[str, Any]) -> str:
+    return "%json " + json.dumps(schema | {"x-guidance": style})
+
+
+def _thinking_prefix(inside: bool) -> str:
+    """Rules letting the reply reason freely first (or start inside an already open block)."""
+    if inside:
+        return 'think: think_text /\\n*/\nthink_text[lazy]: TEXT "</think>"\n'
+    return 'think: ("<think>" think_text /\\n*/)?\nthink_text[lazy]: TEXT "</think>"\n'
+
+
+def answer_grammar(schema: dict[str, Any], *, thinking: bool, inside: bool) -> str:
+    """The answer is JSON for ``schema``; with ``thinking`` a reasoning block may come first."""
+    body = _embed(schema, ANSWER_JSON_STYLE)
+    if not thinking:
+        return f"%llguidance {{}}\nstart: {body}\n"
+    return f"%llguidance {{}}\nstart: think {body}\n" + _thinking_prefix(inside) + "TEXT: /(.|\\n)*/\n"
+
+
+def call_schema(tools: list[dict[str, Any]], arguments_key: str = "arguments") -> dict[str, Any]:
+    """One JSON object naming a declared tool, with arguments valid for that tool."""
+    branches = []
+    for tool in tools:
+        function = tool["function"]
+        parameters = function.get("parameters") or {"type": "object"}
+        branches.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": function["name"]}, arguments_key: parameters},
+                "required": ["name", arguments_key],
+                "additionalProperties": False,
+            }
+        )
+    return {"anyOf": branches} if len(branches) > 1 else branches[0]
+
+
+def tool_grammar(fmt: str, tools: list[dict[str, Any]], *, thinking: bool, inside: bool) -> str | None:
+    """Free text with tool calls whose JSON is bound to the declared tools, for formats that
+    frame calls with a marker; ``None`` where only parsing and validation apply."""
+    if fmt == "hermes":
+        call = f'call: call_head /\\n?/ {_embed(call_schema(tools), TOOL_JSON_STYLE)} /\\n?/ "</tool_call>"\n'
+        call += 'call_head[lazy]: TEXT "<tool_call>"\n'
+    elif fmt == "mistral":
+        array = {"type": "array", "items": call_schema(tools), "minItems": 1}
+        call = f'call: call_head {_embed(array, TOOL_JSON_STYLE)}\ncall_head[lazy]: TEXT "[TOOL_CALLS]"\n'
+    else:
+        return None
+    head = "start: think (call)* tail\n" if thinking else "start: (call)* tail\n"
+    rules = "tail: TEXT\nTEXT: /(.|\\n)*/\n" + call
+    return "%llguidance {}\n" + head + rules + (_thinking_prefix(inside) if thinking else "")

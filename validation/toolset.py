@@ -1,0 +1,44 @@
+"""The tools a request declares: their schemas checked up front, and calls checked against them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import SchemaError
+
+from validation.request_checks import FieldError
+from validation.tool_calls import ToolCall
+
+
+class ToolSet:
+    """Validated tool definitions (``{"type": "function", "function": {...}}``)."""
+
+    def __init__(self, tools: list[dict[str, Any]]) -> None:
+        self.tools = tools
+        self._validators: dict[str, Any] = {}
+        for i, tool in enumerate(tools):
+            function = tool["function"]
+            schema = function.get("parameters") or {"type": "object"}
+            cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+            try:
+                cls.check_schema(schema)
+            except SchemaError as error:
+                raise FieldError(
+                    f"tools[{i}].function.parameters is not a valid JSON Schema at {error.json_path}: {error.message}"
+                ) from error
+            self._validators[function["name"]] = cls(schema)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._validators)
+
+    def problem(self, call: ToolCall) -> str | None:
+        """Why ``call`` is not a valid call of a declared tool, or ``None``."""
+        validator = self._validators.get(call.name)
+        if validator is None:
+            return f"the model called {call.name!r}, which is not one of the tools ({', '.join(self.names)})"
+        worst = jsonschema.exceptions.best_match(validator.iter_errors(call.arguments))
+        if worst is not None:
+            return f"arguments of {call.name!r} at {worst.json_path}: {worst.message}"
+        return None
