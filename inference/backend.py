@@ -87,6 +87,10 @@ class LoadedModel(Protocol):
         """Token ids for ``text`` (special tokens in it are recognised)."""
         ...
 
+    def single_tokens(self, texts: Sequence[str]) -> dict[str, int]:
+        """Those ``texts`` the tokenizer holds as one added token, with their ids."""
+        ...
+
     def constraint(self, grammar: str) -> TokenConstraint | None:
         """A fresh grammar constraint for one request (compiled grammars are cached per model).
 

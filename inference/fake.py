@@ -3,7 +3,7 @@
 A fake model is a directory holding ``fake.json``::
 
     {"pieces": ["Hello", " world"], "loop": false, "delay": 0.0,
-     "prefill_delay": 0.0, "fail_at": null, "load_error": null}
+     "prefill_delay": 0.0, "fail_at": null, "load_error": null, "template": "..."}
 
 It "generates" the pieces in order (repeating them when ``loop`` is true), sleeping ``delay``
 seconds per token and ``prefill_delay`` seconds per prompt token, raises at token ``fail_at``, and
@@ -44,6 +44,9 @@ class FakeModel:
 
     def tokenize(self, text: str) -> list[int]:
         return [ord(c) for c in text]
+
+    def single_tokens(self, texts: Sequence[str]) -> dict[str, int]:
+        return {}
 
     def constraint(self, grammar: str) -> None:
         return None  # a script cannot be steered; its output is still validated
@@ -97,7 +100,7 @@ class FakeBackend:
             context_length=int(self._script(path).get("context_length", 4096)),
             parameter_count=1000,
             quantization="F32",
-            chat_template="{{ .Prompt }}",
+            chat_template=str(self._script(path).get("template", "{{ .Prompt }}")),
             size_bytes=(path / "fake.json").stat().st_size,
         )
 

@@ -17,7 +17,7 @@ from inference.backend import GenerationCancelled, LoadedModel
 from inference.job import CallOut, Failed, Finished, GenerationRequest, Job, TextChunk
 from inference.stops import StopMatcher
 from validation.constraint import ConstraintError
-from validation.grammars import answer_grammar, tool_grammar
+from validation.grammars import MARKERS, answer_grammar, tool_grammar
 from validation.reply import ReplyDelta, ReplyParser
 from validation.structured import OutputMismatch
 
@@ -93,15 +93,17 @@ def new_call_id() -> str:
     return "call_" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
 
-def _grammar(request: GenerationRequest, inside: bool) -> str | None:
+def _grammar(request: GenerationRequest, model: LoadedModel, inside: bool) -> str | None:
     """What the constraint enforces: the answer's format, or the declared tools' calls."""
     thinking = request.split_thinking
+    if request.output_format is not None and not thinking:
+        return request.output_format.grammar
+    tokens = model.single_tokens(MARKERS)
     if request.output_format is not None:
-        if not thinking:
-            return request.output_format.grammar
-        return answer_grammar(request.output_format.schema, thinking=True, inside=inside)
+        return answer_grammar(request.output_format.schema, thinking=True, inside=inside, tokens=tokens)
     if request.tools is not None and request.tool_format is not None:
-        return tool_grammar(request.tool_format, request.tools.tools, thinking=thinking, inside=inside)
+        tools = request.tools.tools
+        return tool_grammar(request.tool_format, tools, thinking=thinking, inside=inside, tokens=tokens)
     return None
 
 
@@ -123,7 +125,7 @@ def _generate(job: Job, model: LoadedModel) -> None:
     if request.num_predict >= 0:
         budget = min(budget, request.num_predict)
     inside = request.split_thinking and text.rstrip().endswith("<think>")
-    grammar = _grammar(request, inside)
+    grammar = _grammar(request, model, inside)
     try:
         constraint = None if grammar is None else model.constraint(grammar)
     except ConstraintError as error:

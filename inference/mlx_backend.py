@@ -142,6 +142,10 @@ class MlxModel:
         self._eos = set(self._tokenizer.eos_token_ids)
         self._grammars: GrammarCache | None = None
 
+    def single_tokens(self, texts: Sequence[str]) -> dict[str, int]:
+        added: dict[str, int] = self._tokenizer._tokenizer.get_added_vocab()
+        return {t: added[t] for t in texts if t in added}
+
     def constraint(self, grammar: str) -> TokenConstraint:
         if self._grammars is None:
             # Building llguidance's tokenizer costs ~1 s at a 150k vocabulary: once per model.

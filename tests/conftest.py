@@ -50,15 +50,32 @@ def json_random_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_model.build_model(out, vocab_size=4000, corpus_lines=20000, pad_vocab_to=128, seed=2)
 
 
+@pytest.fixture(scope="session")
+def agent_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tool and thinking support, trained on :data:`tiny_model.AGENT_SCRIPT` (about a minute)."""
+    return tiny_model.build_agent_model(tmp_path_factory.mktemp("models") / "agent")
+
+
 @pytest.fixture
-def store(tmp_path: Path, tiny_dir: Path, random_dir: Path, json_random_dir: Path) -> Path:
+def store(tmp_path: Path, tiny_dir: Path, random_dir: Path, json_random_dir: Path, agent_dir: Path) -> Path:
     root = tmp_path / "store"
     root.mkdir()
+    (root / "agent").symlink_to(agent_dir)
     (root / "jsonrandom").symlink_to(json_random_dir)
     (root / "tiny").symlink_to(tiny_dir)
     (root / "random").symlink_to(random_dir)
     write_fake(root, "fake", pieces=["Hello", ",", " world", "!"])
     write_fake(root, "fakejson", pieces=['{"a"', ":", "1", ',"b":', '"x"', "}"])
+    tools = "{% if tools %}<tool_call>{% endif %}"
+    call = [
+        "Sure. <tool",
+        '_call>{"name": "get_weather", ',
+        '"arguments": {"city": "Rome"}}</tool_call>',
+        " Done.",
+    ]
+    write_fake(root, "faketools", pieces=call, template=tools)
+    bad = ['<tool_call>{"name": "launch_rockets", "arguments": {}}</tool_call>']
+    write_fake(root, "badtools", pieces=bad, template=tools)
     write_fake(root, "slow", pieces=["tick "], loop=True, delay=0.02)
     write_fake(root, "prefill", pieces=["x"], loop=True, delay=0.02, prefill_delay=0.01)
     write_fake(root, "failing", pieces=["a", "b", "c", "d"], loop=True, fail_at=3)

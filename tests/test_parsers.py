@@ -136,7 +136,7 @@ def think(pieces: list[str], inside: bool = False) -> tuple[str, str]:
         (
             "<think>\nRayleigh scattering.\n</think>\n\nBecause of Rayleigh scattering.",
             False,
-            ("\nRayleigh scattering.\n", "Because of Rayleigh scattering."),
+            ("Rayleigh scattering.", "Because of Rayleigh scattering."),
         ),
         ("Plain answer, no <thinking> here.", False, ("", "Plain answer, no <thinking> here.")),
         ("Already thinking.</think>Answer.", True, ("Already thinking.", "Answer.")),

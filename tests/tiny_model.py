@@ -81,8 +81,14 @@ def synthetic_corpus(lines: int, seed: int = 0) -> list[str]:
     return out
 
 
-def _train_tokenizer(out: Path, vocab_size: int, corpus: list[str]) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def _train_tokenizer(
+    out: Path,
+    vocab_size: int,
+    corpus: list[str],
+    template: str = CHAT_TEMPLATE,
+    markers: tuple[str, ...] = (),
+) -> None:
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -94,6 +100,8 @@ def _train_tokenizer(out: Path, vocab_size: int, corpus: list[str]) -> None:
         show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer=trainer)
+    # Markers such as <think> are single, non-special tokens (as in Qwen): they decode as text.
+    tok.add_tokens([AddedToken(m, special=False, normalized=False) for m in markers])
     tok.save(str(out / "tokenizer.json"))
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -102,7 +110,7 @@ def _train_tokenizer(out: Path, vocab_size: int, corpus: list[str]) -> None:
         "pad_token": "<|endoftext|>",
         "unk_token": None,
         "model_max_length": 2048,
-        "chat_template": CHAT_TEMPLATE,
+        "chat_template": template,
         "add_bos_token": False,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
@@ -121,6 +129,9 @@ def build_model(
     train_steps: int = 0,
     corpus_lines: int = 0,
     pad_vocab_to: int = 1,
+    extra_corpus: list[str] | None = None,
+    template: str = CHAT_TEMPLATE,
+    markers: tuple[str, ...] = (),
 ) -> Path:
     """Write a complete tiny Qwen2 model directory to ``out`` and return it.
 
@@ -134,7 +145,7 @@ def build_model(
 
     out.mkdir(parents=True, exist_ok=True)
     corpus = synthetic_corpus(corpus_lines) if corpus_lines else CORPUS * 4
-    _train_tokenizer(out, vocab_size, corpus)
+    _train_tokenizer(out, vocab_size, corpus + (extra_corpus or []), template, markers)
     from tokenizers import Tokenizer
 
     real_vocab = Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab_size()
@@ -196,3 +207,151 @@ def _train(model: object, out: Path, steps: int) -> None:
         loss, grads = step(model)
         opt.update(model, grads)
         mx.eval(model.parameters(), opt.state, loss)
+
+
+# A Qwen3-style template: tools in a system block, calls in <tool_call> tags, <think> reasoning,
+# and enable_thinking=False closing an empty block in the prompt.
+AGENT_TEMPLATE = (
+    "{%- if tools %}<|im_start|>system\n<tools>\n{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}"
+    "</tools><|im_end|>\n{% endif %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'assistant' %}<|im_start|>assistant\n"
+    "{%- if message.reasoning_content %}<think>\n{{ message.reasoning_content }}\n</think>\n\n{% endif %}"
+    "{{- message.content }}"
+    "{%- for tc in message.tool_calls or [] %}<tool_call>\n"
+    '{"name": "{{ tc.function.name }}", "arguments": {{ tc.function.arguments | tojson }}}\n</tool_call>'
+    "{%- endfor %}<|im_end|>\n"
+    "{%- elif message.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ message.content }}\n"
+    "</tool_response><|im_end|>\n"
+    "{%- else %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n"
+    "{%- if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}"
+    "{%- endif %}"
+)
+
+# What the official client sends for a documented ``get_weather(city: str)`` Python function.
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather for a city.",
+        "parameters": {
+            "type": "object",
+            "required": ["city"],
+            "properties": {"city": {"type": "string", "description": "The name of the city"}},
+        },
+    },
+}
+
+PARIS_CALL = {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+ASK_PARIS = {"role": "user", "content": "What is the weather in Paris?"}
+ASK_SKY = {"role": "user", "content": "Why is the sky blue?"}
+ASK_OSLO = {"role": "user", "content": "Weather in Oslo?"}
+
+# (messages, tools, enable_thinking, reply) turns the agent model memorises.
+AGENT_SCRIPT: list[tuple[list[dict[str, object]], list[dict[str, object]], bool | None, str]] = [
+    (
+        [ASK_PARIS],
+        [WEATHER_TOOL],
+        None,
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
+    ),
+    (
+        [
+            ASK_PARIS,
+            {"role": "assistant", "content": "", "tool_calls": [PARIS_CALL]},
+            {"role": "tool", "content": "22 degrees and sunny"},
+        ],
+        [WEATHER_TOOL],
+        None,
+        "It is 22 degrees and sunny in Paris.",
+    ),
+    ([ASK_SKY], [], None, "<think>\nLight scatters off air.\n</think>\n\nBecause of Rayleigh scattering."),
+    ([ASK_SKY], [], False, "Rayleigh scattering."),
+    (
+        [ASK_OSLO],
+        [WEATHER_TOOL],
+        None,
+        '<think>\nI need the weather tool.\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>',
+    ),
+]
+
+
+def build_agent_model(out: Path, *, train_steps: int = 300) -> Path:
+    """A tiny model with tool and thinking support, trained on :data:`AGENT_SCRIPT`."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import qwen2
+    from transformers import PreTrainedTokenizerFast
+
+    scripted = [json.dumps(WEATHER_TOOL)] + [str(m.get("content")) for t in AGENT_SCRIPT for m in t[0]]
+    scripted += [t[3] for t in AGENT_SCRIPT]
+    markers = (
+        "<think>",
+        "</think>",
+        "<tool_call>",
+        "</tool_call>",
+        "<tools>",
+        "</tools>",
+        "<tool_response>",
+        "</tool_response>",
+    )
+    build_model(
+        out,
+        vocab_size=1024,
+        corpus_lines=2000,
+        hidden_size=64,
+        seed=4,
+        extra_corpus=scripted * 50,
+        template=AGENT_TEMPLATE,
+        markers=markers,
+    )
+    hf = PreTrainedTokenizerFast.from_pretrained(str(out))
+    end = hf.convert_tokens_to_ids("<|im_end|>")
+    sequences = []
+    for messages, tools, think, reply in AGENT_SCRIPT:
+        extra = {} if think is None else {"enable_thinking": think}
+        prompt = hf.apply_chat_template(
+            [_template_message(m) for m in messages],
+            tools=tools or None,
+            add_generation_prompt=True,
+            tokenize=False,
+            **extra,
+        )
+        ids = [*hf.encode(prompt + reply, add_special_tokens=False), end]
+        sequences.append((len(hf.encode(prompt, add_special_tokens=False)), ids))
+    model_config = json.loads((out / "config.json").read_text())
+    model = qwen2.Model(qwen2.ModelArgs.from_dict(model_config))
+    model.load_weights(str(out / "model.safetensors"))
+    width = max(len(ids) for _, ids in sequences)
+    pad = hf.convert_tokens_to_ids("<|endoftext|>")
+    batch = mx.array([ids + [pad] * (width - len(ids)) for _, ids in sequences])
+    # Learn the replies only; the prompts are given.
+    mask = mx.array(
+        [[1 if p - 1 <= i < len(ids) - 1 else 0 for i in range(width - 1)] for p, ids in sequences]
+    )
+
+    def loss_fn(m: nn.Module) -> mx.array:
+        losses = nn.losses.cross_entropy(m(batch[:, :-1]), batch[:, 1:]) * mask
+        return losses.sum() / mask.sum()
+
+    opt = optim.Adam(learning_rate=3e-3)
+    step = nn.value_and_grad(model, loss_fn)
+    for _ in range(train_steps):
+        loss, grads = step(model)
+        opt.update(model, grads)
+        mx.eval(model.parameters(), opt.state, loss)
+    mx.save_safetensors(
+        str(out / "model.safetensors"), dict(tree_flatten(model.parameters())), metadata={"format": "mlx"}
+    )
+    return out
+
+
+def _template_message(message: dict[str, object]) -> dict[str, object]:
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):
+        return message | {"tool_calls": [{"type": "function", **c} for c in calls]}
+    return message

@@ -8,7 +8,10 @@ from the first token and still only bind the parts it is about.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
+
+MARKERS = ("<think>", "</think>", "<tool_call>", "</tool_call>", "[TOOL_CALLS]")
 
 # Separators real models write in tool calls (json.dumps defaults), so a call stays on-distribution.
 TOOL_JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
@@ -19,19 +22,35 @@ def _embed(schema: dict[str, Any], style: dict[str, Any]) -> str:
     return "%json " + json.dumps(schema | {"x-guidance": style})
 
 
-def _thinking_prefix(inside: bool) -> str:
+def _marker(text: str, tokens: Mapping[str, int], rule: str) -> str:
+    """A rule ending free text at ``text``. A marker the tokenizer has as one added token is only
+    ever sampled as that token, which Lark names by id; otherwise it is spelled out, lazily."""
+    if text in tokens:
+        return f"{rule}: TEXT <[{tokens[text]}]>\n"
+    return f"{rule}[lazy]: TEXT {json.dumps(text)}\n"
+
+
+def _literal(text: str, tokens: Mapping[str, int]) -> str:
+    return f"<[{tokens[text]}]>" if text in tokens else json.dumps(text)
+
+
+def _thinking_prefix(inside: bool, tokens: Mapping[str, int]) -> str:
     """Rules letting the reply reason freely first (or start inside an already open block)."""
+    end = _marker("</think>", tokens, "think_text")
     if inside:
-        return 'think: think_text /\\n*/\nthink_text[lazy]: TEXT "</think>"\n'
-    return 'think: ("<think>" think_text /\\n*/)?\nthink_text[lazy]: TEXT "</think>"\n'
+        return "think: think_text /\\n*/\n" + end
+    return f"think: ({_literal('<think>', tokens)} think_text /\\n*/)?\n" + end
 
 
-def answer_grammar(schema: dict[str, Any], *, thinking: bool, inside: bool) -> str:
+def answer_grammar(
+    schema: dict[str, Any], *, thinking: bool, inside: bool, tokens: Mapping[str, int] | None = None
+) -> str:
     """The answer is JSON for ``schema``; with ``thinking`` a reasoning block may come first."""
     body = _embed(schema, ANSWER_JSON_STYLE)
     if not thinking:
         return f"%llguidance {{}}\nstart: {body}\n"
-    return f"%llguidance {{}}\nstart: think {body}\n" + _thinking_prefix(inside) + "TEXT: /(.|\\n)*/\n"
+    prefix = _thinking_prefix(inside, tokens or {})
+    return f"%llguidance {{}}\nstart: think {body}\n" + prefix + "TEXT: /(.|\\n)*/\n"
 
 
 def call_schema(tools: list[dict[str, Any]], arguments_key: str = "arguments") -> dict[str, Any]:
@@ -51,17 +70,29 @@ def call_schema(tools: list[dict[str, Any]], arguments_key: str = "arguments") -
     return {"anyOf": branches} if len(branches) > 1 else branches[0]
 
 
-def tool_grammar(fmt: str, tools: list[dict[str, Any]], *, thinking: bool, inside: bool) -> str | None:
+def tool_grammar(
+    fmt: str,
+    tools: list[dict[str, Any]],
+    *,
+    thinking: bool,
+    inside: bool,
+    tokens: Mapping[str, int] | None = None,
+) -> str | None:
     """Free text with tool calls whose JSON is bound to the declared tools, for formats that
-    frame calls with a marker; ``None`` where only parsing and validation apply."""
+    frame calls with a marker; ``None`` where only parsing and validation apply. ``tokens``
+    maps markers the tokenizer holds as single added tokens to their ids."""
+    tokens = tokens or {}
     if fmt == "hermes":
-        call = f'call: call_head /\\n?/ {_embed(call_schema(tools), TOOL_JSON_STYLE)} /\\n?/ "</tool_call>"\n'
-        call += 'call_head[lazy]: TEXT "<tool_call>"\n'
+        body = _embed(call_schema(tools), TOOL_JSON_STYLE)
+        call = f"call: call_head /\\n?/ {body} /\\n?/ {_literal('</tool_call>', tokens)}\n"
+        call += _marker("<tool_call>", tokens, "call_head")
     elif fmt == "mistral":
         array = {"type": "array", "items": call_schema(tools), "minItems": 1}
-        call = f'call: call_head {_embed(array, TOOL_JSON_STYLE)}\ncall_head[lazy]: TEXT "[TOOL_CALLS]"\n'
+        call = f"call: call_head {_embed(array, TOOL_JSON_STYLE)}\n" + _marker(
+            "[TOOL_CALLS]", tokens, "call_head"
+        )
     else:
         return None
     head = "start: think (call)* tail\n" if thinking else "start: (call)* tail\n"
     rules = "tail: TEXT\nTEXT: /(.|\\n)*/\n" + call
-    return "%llguidance {}\n" + head + rules + (_thinking_prefix(inside) if thinking else "")
+    return "%llguidance {}\n" + head + rules + (_thinking_prefix(inside, tokens) if thinking else "")

@@ -25,6 +25,7 @@ class ThinkingParser:
     def __init__(self, *, inside: bool = False) -> None:
         self.state = State.THINKING if inside else State.START
         self._held = ""
+        self._thought = False
         self._answer_started = False
 
     def feed(self, text: str) -> tuple[str, str]:
@@ -43,11 +44,19 @@ class ThinkingParser:
                 else:
                     self.state = State.ANSWER
             elif self.state is State.THINKING:
+                if not self._thought:
+                    buffer = buffer.lstrip()  # the newline after <think>
+                    if not buffer:
+                        return thinking, content
+                    self._thought = True
                 before, after, found = split_at(buffer, CLOSE)
-                thinking += before
                 if not found:
-                    self._held = after
+                    # Trailing whitespace waits: it is dropped if </think> comes next.
+                    text = before.rstrip()
+                    thinking += text
+                    self._held = before[len(text) :] + after
                     return thinking, content
+                thinking += before.rstrip()
                 self.state, buffer = State.ANSWER, after
             else:
                 if not self._answer_started:
@@ -63,7 +72,7 @@ class ThinkingParser:
         """Release what is held: an unfinished block stays thinking, anything else is content."""
         held, self._held = self._held, ""
         if self.state is State.THINKING:
-            return held, ""
+            return held.strip() if not self._thought else held.rstrip(), ""
         return "", held if self._answer_started or self.state is State.ANSWER else held.strip()
 
     @property
