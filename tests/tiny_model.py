@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -178,9 +179,6 @@ def build_model(
 
 
 def _train(model: object, out: Path, steps: int) -> None:
-    import mlx.core as mx
-    import mlx.nn as nn
-    import mlx.optimizers as optim
     from jinja2 import Template
     from tokenizers import Tokenizer
 
@@ -190,15 +188,26 @@ def _train(model: object, out: Path, steps: int) -> None:
     sequences = []
     for prompt, reply in SCRIPT:
         text = template.render(messages=[{"role": "user", "content": prompt}], add_generation_prompt=True)
-        sequences.append(tok.encode(text).ids + tok.encode(reply).ids + [end])
-    width = max(len(s) for s in sequences)
-    pad = tok.token_to_id("<|endoftext|>")
-    batch = mx.array([s + [pad] * (width - len(s)) for s in sequences])
-    mask = mx.array([[1] * (len(s) - 1) + [0] * (width - len(s)) for s in sequences])
+        prompt_ids = tok.encode(text).ids
+        sequences.append((len(prompt_ids), [*prompt_ids, *tok.encode(reply).ids, end]))
+    _fit(model, sequences, tok.token_to_id("<|endoftext|>"), steps)
+
+
+def _fit(model: Any, sequences: list[tuple[int, list[int]]], pad: int, steps: int) -> None:
+    """Train ``model`` in place on (prompt length, token ids) pairs, learning the replies only."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+
+    width = max(len(ids) for _, ids in sequences)
+    batch = mx.array([ids + [pad] * (width - len(ids)) for _, ids in sequences])
+    # Position i predicts token i + 1: learn from the last prompt token to the end token.
+    mask = mx.array(
+        [[1 if p - 1 <= i < len(ids) - 1 else 0 for i in range(width - 1)] for p, ids in sequences]
+    )
 
     def loss_fn(m: nn.Module) -> mx.array:
-        logits = m(batch[:, :-1])
-        losses = nn.losses.cross_entropy(logits, batch[:, 1:]) * mask
+        losses = nn.losses.cross_entropy(m(batch[:, :-1]), batch[:, 1:]) * mask
         return losses.sum() / mask.sum()
 
     opt = optim.Adam(learning_rate=3e-3)
@@ -281,8 +290,6 @@ AGENT_SCRIPT: list[tuple[list[dict[str, object]], list[dict[str, object]], bool 
 def build_agent_model(out: Path, *, train_steps: int = 300) -> Path:
     """A tiny model with tool and thinking support, trained on :data:`AGENT_SCRIPT`."""
     import mlx.core as mx
-    import mlx.nn as nn
-    import mlx.optimizers as optim
     from mlx.utils import tree_flatten
     from mlx_lm.models import qwen2
     from transformers import PreTrainedTokenizerFast
@@ -326,24 +333,7 @@ def build_agent_model(out: Path, *, train_steps: int = 300) -> Path:
     model_config = json.loads((out / "config.json").read_text())
     model = qwen2.Model(qwen2.ModelArgs.from_dict(model_config))
     model.load_weights(str(out / "model.safetensors"))
-    width = max(len(ids) for _, ids in sequences)
-    pad = hf.convert_tokens_to_ids("<|endoftext|>")
-    batch = mx.array([ids + [pad] * (width - len(ids)) for _, ids in sequences])
-    # Learn the replies only; the prompts are given.
-    mask = mx.array(
-        [[1 if p - 1 <= i < len(ids) - 1 else 0 for i in range(width - 1)] for p, ids in sequences]
-    )
-
-    def loss_fn(m: nn.Module) -> mx.array:
-        losses = nn.losses.cross_entropy(m(batch[:, :-1]), batch[:, 1:]) * mask
-        return losses.sum() / mask.sum()
-
-    opt = optim.Adam(learning_rate=3e-3)
-    step = nn.value_and_grad(model, loss_fn)
-    for _ in range(train_steps):
-        loss, grads = step(model)
-        opt.update(model, grads)
-        mx.eval(model.parameters(), opt.state, loss)
+    _fit(model, sequences, hf.convert_tokens_to_ids("<|endoftext|>"), train_steps)
     mx.save_safetensors(
         str(out / "model.safetensors"), dict(tree_flatten(model.parameters())), metadata={"format": "mlx"}
     )
