@@ -8,7 +8,7 @@ from quart import Quart, Response
 
 from app import fields
 from app.ndjson import created_at
-from app.responses import metrics, ollama_calls, respond
+from app.responses import NdjsonCodec, metrics, ollama_calls, respond
 from app.services import Services
 from app.steering import read_steering
 from inference.job import Finished, TextChunk
@@ -42,4 +42,4 @@ def register(app: Quart, services: Services) -> None:
             head = {"model": name, "created_at": created_at(), "message": message(whole)}
             return head | metrics(finished)
 
-        return await respond(services.engine, request, stream=stream, chunk=chunk, final=final)
+        return await respond(services.engine, request, stream=stream, codec=NdjsonCodec(chunk, final))

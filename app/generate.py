@@ -9,7 +9,7 @@ from quart import Quart, Response
 from app import fields
 from app.errors import BadRequest
 from app.ndjson import created_at
-from app.responses import metrics, respond
+from app.responses import NdjsonCodec, metrics, respond
 from app.services import Services
 from app.steering import read_steering
 from inference.job import Finished, TextChunk
@@ -61,4 +61,4 @@ def register(app: Quart, services: Services) -> None:
                 out["context"] = list(finished.context)
             return out
 
-        return await respond(services.engine, request, stream=stream, chunk=chunk, final=final)
+        return await respond(services.engine, request, stream=stream, codec=NdjsonCodec(chunk, final))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 from quart import Response
@@ -22,12 +22,59 @@ from app.ndjson import NDJSON, json_response, line
 from inference.engine import Engine, EngineBusy
 from inference.job import Event, Failed, Finished, GenerationRequest, Job, TextChunk
 
+
+class Codec(Protocol):
+    """How one API dialect encodes a job's events (NDJSON for Ollama, SSE for OpenAI)."""
+
+    media_type: str
+
+    def head(self) -> bytes:
+        """Sent before the first event of a stream."""
+        ...
+
+    def part(self, chunk: TextChunk) -> bytes: ...
+
+    def end(self, finished: Finished) -> bytes: ...
+
+    def error(self, message: str) -> bytes:
+        """The stream's last bytes when generation fails after the response began."""
+        ...
+
+    def whole(self, chunk: TextChunk, finished: Finished) -> dict[str, Any]:
+        """The single object for a non-streaming reply (``chunk`` holds everything)."""
+        ...
+
+
 ChunkFn = Callable[[TextChunk], dict[str, Any]]
 FinalFn = Callable[[TextChunk, Finished], dict[str, Any]]
 
 EMPTY = TextChunk("")
 
 ENDED_EARLY = "generation ended unexpectedly"
+
+
+class NdjsonCodec:
+    """Ollama's stream: one compact JSON object per line, errors as an ``{"error"}`` line."""
+
+    media_type = NDJSON
+
+    def __init__(self, chunk: ChunkFn, final: FinalFn) -> None:
+        self._chunk, self._final = chunk, final
+
+    def head(self) -> bytes:
+        return b""
+
+    def part(self, chunk: TextChunk) -> bytes:
+        return line(self._chunk(chunk))
+
+    def end(self, finished: Finished) -> bytes:
+        return line(self._final(EMPTY, finished))
+
+    def error(self, message: str) -> bytes:
+        return line({"error": message})
+
+    def whole(self, chunk: TextChunk, finished: Finished) -> dict[str, Any]:
+        return self._final(chunk, finished)
 
 
 def submit(engine: Engine, request: GenerationRequest) -> Job:
@@ -37,23 +84,21 @@ def submit(engine: Engine, request: GenerationRequest) -> Job:
         raise ServiceUnavailable(str(error)) from error
 
 
-async def respond(
-    engine: Engine, request: GenerationRequest, *, stream: bool, chunk: ChunkFn, final: FinalFn
-) -> Response:
-    """Run ``request`` and answer with NDJSON (``stream``) or a single JSON object."""
+async def respond(engine: Engine, request: GenerationRequest, *, stream: bool, codec: Codec) -> Response:
+    """Run ``request`` and answer with a stream (``stream``) or a single JSON object."""
     job = submit(engine, request)
     try:
         first = await _receive(job)
         if isinstance(first, Failed):
             raise ApiError(first.message, first.status)
         if not stream or (isinstance(first, Finished) and first.done_reason in ("load", "unload")):
-            return json_response(await _aggregate(job, first, final))
+            return json_response(await _aggregate(job, first, codec))
     except BaseException:
         job.close()
         raise
-    body = _stream(job, first, chunk, final)
+    body = _stream(job, first, codec)
     weakref.finalize(body, job.close)  # a body that is never iterated still cancels its job
-    response = Response(body, content_type=NDJSON)
+    response = Response(body, content_type=codec.media_type)
     response.timeout = None  # Quart's 60 s default would cut long streams silently
     return response
 
@@ -65,7 +110,7 @@ async def _receive(job: Job) -> Event:
         return Failed(ENDED_EARLY)
 
 
-async def _aggregate(job: Job, event: Event, final: FinalFn) -> dict[str, Any]:
+async def _aggregate(job: Job, event: Event, codec: Codec) -> dict[str, Any]:
     """Every chunk concatenated: answer text, reasoning, and all tool calls in order."""
     chunks: list[TextChunk] = []
     try:
@@ -78,7 +123,7 @@ async def _aggregate(job: Job, event: Event, final: FinalFn) -> dict[str, Any]:
                     "".join(c.thinking for c in chunks),
                     tuple(call for c in chunks for call in c.tool_calls),
                 )
-                return final(whole, event)
+                return codec.whole(whole, event)
             else:
                 raise ApiError(event.message, event.status)
             event = await _receive(job)
@@ -86,24 +131,25 @@ async def _aggregate(job: Job, event: Event, final: FinalFn) -> dict[str, Any]:
         job.close()
 
 
-async def _stream(job: Job, event: Event, chunk: ChunkFn, final: FinalFn) -> AsyncIterator[bytes]:
-    """One NDJSON line per event. Events that queued up while the previous write was in flight
-    go out in one write (still one line each), so a busy loop never falls behind the model."""
+async def _stream(job: Job, event: Event, codec: Codec) -> AsyncIterator[bytes]:
+    """One encoded chunk per event. Events that queued up while the previous write was in
+    flight go out in one write (still one chunk each), so a busy loop never falls behind."""
     try:
+        pending = [codec.head()]
         while True:
-            lines = []
             next_event: Event | None = event
             while next_event is not None:
                 if isinstance(next_event, TextChunk):
-                    lines.append(line(chunk(next_event)))
+                    pending.append(codec.part(next_event))
                 elif isinstance(next_event, Finished):
-                    yield b"".join(lines) + line(final(EMPTY, next_event))
+                    yield b"".join(pending) + codec.end(next_event)
                     return
                 else:
-                    yield b"".join(lines) + line({"error": next_event.message})
+                    yield b"".join(pending) + codec.error(next_event.message)
                     return
                 next_event = job.receive_nowait()
-            yield b"".join(lines)
+            yield b"".join(pending)
+            pending = []
             event = await _receive(job)
     finally:
         job.close()
