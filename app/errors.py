@@ -9,13 +9,17 @@ Every error is ``{"error": "<message>"}`` with the status Ollama uses::
     ├── PayloadTooLarge     413  body over the cap
     ├── ServiceUnavailable  503  queue full (with Retry-After)
     └── (500)                    anything unexpected, logged with its traceback
+
+Under ``/v1/`` the same errors take OpenAI's shape, ``{"error": {"message", "type", "param",
+"code"}}``, with the statuses the official client maps to its exception classes.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from quart import Quart, Response
+from quart import Quart, Response, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
 from app.ndjson import json_response
@@ -34,8 +38,10 @@ class ApiError(Exception):
         if status is not None:
             self.status = status
 
+    param: str | None = None
+
     def response(self) -> Response:
-        return json_response({"error": self.message}, self.status)
+        return error_response(self.message, self.status, self.param)
 
 
 class BadRequest(ApiError):
@@ -64,6 +70,30 @@ class ServiceUnavailable(ApiError):
         return response
 
 
+OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "server_error",
+}
+
+
+def openai_error(message: str, status: int, param: str | None = None) -> dict[str, Any]:
+    kind = OPENAI_TYPES.get(status, "api_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
+
+
+def error_response(message: str, status: int, param: str | None = None) -> Response:
+    """``{"error": message}`` natively, OpenAI's error object under ``/v1/``."""
+    if has_request_context() and request.path.startswith("/v1/"):
+        return json_response(openai_error(message, status, param), status)
+    return json_response({"error": message}, status)
+
+
 def install_error_handlers(app: Quart) -> None:
     """Render every error, including Quart's own and unexpected ones, as JSON."""
 
@@ -80,9 +110,9 @@ def install_error_handlers(app: Quart) -> None:
             413: "request body too large",
         }
         message = messages.get(status, error.description or error.name)
-        return json_response({"error": message}, status)
+        return error_response(message, status)
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:
         log.exception("unhandled error: %s", error)
-        return json_response({"error": f"internal server error: {type(error).__name__}"}, 500)
+        return error_response(f"internal server error: {type(error).__name__}", 500)

@@ -15,7 +15,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
-from app import chat, generate, health, models, security
+from app import chat, generate, health, models, openai_chat, openai_models, security
 from app.config import Settings
 from app.errors import install_error_handlers
 from app.services import Services
@@ -49,6 +49,8 @@ def create_app(settings: Settings, backends: list[Backend] | None = None) -> Qua
     models.register(app, services)
     generate.register(app, services)
     chat.register(app, services)
+    openai_chat.register(app, services)
+    openai_models.register(app, services)
 
     @app.before_serving
     async def _start_engine() -> None:

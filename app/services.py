@@ -52,6 +52,7 @@ class Services:
             output_format=steering.output_format,
             tools=steering.tools,
             tool_format=steering.tool_format,
+            tool_required=steering.tool_required,
             split_thinking=steering.split_thinking,
             think=steering.think,
         )

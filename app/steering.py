@@ -47,17 +47,30 @@ class Steering:
     output_format: OutputFormat | None = None
     tools: ToolSet | None = None
     tool_format: str | None = None
+    tool_required: bool = False
     split_thinking: bool = False
     think: bool | None = None
 
 
-def read_steering(body: dict[str, Any], model: str, info: ModelInfo, *, allow_tools: bool = True) -> Steering:
-    """The request's steering; 400 for bad values or what the model cannot do."""
+def read_steering(
+    body: dict[str, Any],
+    model: str,
+    info: ModelInfo,
+    *,
+    allow_tools: bool = True,
+    tool_choice: object = "auto",
+) -> Steering:
+    """The request's steering; 400 for bad values or what the model cannot do.
+
+    ``tool_choice`` (OpenAI's): ``"auto"``, ``"none"`` (tools are not offered), ``"required"``
+    (at least one call), or ``{"type": "function", "function": {"name": ...}}`` (that tool only).
+    """
     short = model.removesuffix(":latest")
     try:
         fmt = check_format(body.get("format"))
         think = check_think(body.get("think"))
         tools = check_tools(body.get("tools")) if allow_tools else []
+        tools, required = _apply_choice(tools, tool_choice)
         output_format = None if fmt is None else prepare_format(fmt)
         toolset = ToolSet(tools) if tools else None
     except FieldError as error:
@@ -76,8 +89,33 @@ def read_steering(body: dict[str, Any], model: str, info: ModelInfo, *, allow_to
         output_format=output_format,
         tools=toolset,
         tool_format=calls,
+        tool_required=required,
         split_thinking=thinking,
         think=(think is not False) if thinking else None,
+    )
+
+
+def _apply_choice(tools: list[dict[str, Any]], choice: object) -> tuple[list[dict[str, Any]], bool]:
+    if choice is None or choice == "auto":
+        return tools, False
+    if choice == "none":
+        return [], False
+    if choice == "required":
+        if not tools:
+            raise FieldError('tool_choice "required" needs at least one tool in "tools"')
+        return tools, True
+    if (
+        isinstance(choice, dict)
+        and choice.get("type") == "function"
+        and isinstance(choice.get("function"), dict)
+    ):
+        name = choice["function"].get("name")
+        chosen = [t for t in tools if t["function"]["name"] == name]
+        if not chosen:
+            raise FieldError(f"tool_choice names {name!r}, which is not in tools")
+        return chosen, True
+    raise FieldError(
+        'tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}'
     )
 
 

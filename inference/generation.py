@@ -65,7 +65,7 @@ class _Reply:
             tool_format=request.tool_format if request.tools else None,
         )
         self.answer: list[str] = []
-        self._calls = 0
+        self.calls = 0
 
     def feed(self, text: str) -> bool:
         return self._send(self._parser.feed(text))
@@ -81,8 +81,8 @@ class _Reply:
             problem = self._tools.problem(call) if self._tools is not None else "no tools were declared"
             if problem:
                 raise InvalidCall(problem)
-            calls.append(CallOut(new_call_id(), self._calls, call.name, call.arguments))
-            self._calls += 1
+            calls.append(CallOut(new_call_id(), self.calls, call.name, call.arguments))
+            self.calls += 1
         self.answer.append(delta.content)
         if not delta:
             return True
@@ -103,7 +103,14 @@ def _grammar(request: GenerationRequest, model: LoadedModel, inside: bool) -> st
         return answer_grammar(request.output_format.schema, thinking=True, inside=inside, tokens=tokens)
     if request.tools is not None and request.tool_format is not None:
         tools = request.tools.tools
-        return tool_grammar(request.tool_format, tools, thinking=thinking, inside=inside, tokens=tokens)
+        return tool_grammar(
+            request.tool_format,
+            tools,
+            thinking=thinking,
+            inside=inside,
+            tokens=tokens,
+            required=request.tool_required,
+        )
     return None
 
 
@@ -159,6 +166,8 @@ def _generate(job: Job, model: LoadedModel) -> None:
                 break
         if not (reply.feed(stops.flush()) and reply.finish()):
             raise GenerationCancelled
+        if request.tool_required and not reply.calls:
+            raise InvalidCall("a tool call was required but the model answered without one")
     except InvalidCall as error:
         job.report.outcome = "invalid tool call"
         job.emit(Failed(f"{INVALID_CALL}: {error}", 422))

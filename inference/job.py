@@ -51,6 +51,7 @@ class GenerationRequest:
     output_format: OutputFormat | None = None
     tools: ToolSet | None = None
     tool_format: str | None = None
+    tool_required: bool = False
     split_thinking: bool = False
     think: bool | None = None
 

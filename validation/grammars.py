@@ -77,10 +77,12 @@ def tool_grammar(
     thinking: bool,
     inside: bool,
     tokens: Mapping[str, int] | None = None,
+    required: bool = False,
 ) -> str | None:
     """Free text with tool calls whose JSON is bound to the declared tools, for formats that
     frame calls with a marker; ``None`` where only parsing and validation apply. ``tokens``
-    maps markers the tokenizer holds as single added tokens to their ids."""
+    maps markers the tokenizer holds as single added tokens to their ids; ``required`` demands
+    at least one call."""
     tokens = tokens or {}
     if fmt == "hermes":
         body = _embed(call_schema(tools), TOOL_JSON_STYLE)
@@ -93,6 +95,7 @@ def tool_grammar(
         )
     else:
         return None
-    head = "start: think (call)* tail\n" if thinking else "start: (call)* tail\n"
+    calls = "(call)+" if required else "(call)*"
+    head = f"start: think {calls} tail\n" if thinking else f"start: {calls} tail\n"
     rules = "tail: TEXT\nTEXT: /(.|\\n)*/\n" + call
     return "%llguidance {}\n" + head + rules + (_thinking_prefix(inside, tokens) if thinking else "")

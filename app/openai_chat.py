@@ -1,0 +1,188 @@
+"""``POST /v1/chat/completions`` and ``POST /v1/completions``: OpenAI's protocol on the same engine.
+
+The body is translated to a native request (``app/openai_request.py``), run exactly like
+``/api/chat``, and encoded by a codec that speaks OpenAI: ``chat.completion`` objects, or SSE chunks
+with the role first, deltas, a finish chunk, an optional usage chunk and ``[DONE]``. Tool calls
+carry their arguments as a JSON string here; reasoning is ``reasoning_content`` (and ``reasoning``).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+from quart import Quart, Response
+
+from app import fields, openai_request
+from app.errors import error_response, openai_error
+from app.responses import respond
+from app.services import Services
+from app.sse import DONE, event
+from app.steering import read_steering
+from inference.job import CallOut, Finished, TextChunk
+
+SSE = "text/event-stream"
+
+
+def finish_reason(finished: Finished, called: bool) -> str:
+    if called:
+        return "tool_calls"
+    return "length" if finished.done_reason == "length" else "stop"
+
+
+def usage(finished: Finished) -> dict[str, int]:
+    return {
+        "prompt_tokens": finished.prompt_eval_count,
+        "completion_tokens": finished.eval_count,
+        "total_tokens": finished.prompt_eval_count + finished.eval_count,
+    }
+
+
+def openai_calls(calls: tuple[CallOut, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "index": c.index,
+            "id": c.id,
+            "type": "function",
+            "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)},
+        }
+        for c in calls
+    ]
+
+
+class ChatCodec:
+    """``chat.completion`` objects and ``chat.completion.chunk`` events."""
+
+    media_type = SSE
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self._base = {"id": f"chatcmpl-{secrets.token_hex(12)}", "created": int(time.time()), "model": model}
+        self._usage = include_usage
+        self._called = False
+
+    def _chunk(self, delta: dict[str, Any], reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+        return event(self._base | {"object": "chat.completion.chunk", "choices": [choice]})
+
+    def head(self) -> bytes:
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def part(self, chunk: TextChunk) -> bytes:
+        out = b""
+        if chunk.thinking:
+            out += self._chunk({"reasoning_content": chunk.thinking, "reasoning": chunk.thinking})
+        if chunk.text:
+            out += self._chunk({"content": chunk.text})
+        if chunk.tool_calls:
+            self._called = True
+            out += self._chunk({"tool_calls": openai_calls(chunk.tool_calls)})
+        return out
+
+    def end(self, finished: Finished) -> bytes:
+        out = self._chunk({}, finish_reason(finished, self._called))
+        if self._usage:
+            out += event(
+                self._base | {"object": "chat.completion.chunk", "choices": [], "usage": usage(finished)}
+            )
+        return out + DONE
+
+    def error(self, message: str) -> bytes:
+        return event(openai_error(message, 500)) + DONE
+
+    def whole(self, chunk: TextChunk, finished: Finished) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": chunk.text}
+        if chunk.thinking:
+            message["reasoning_content"] = message["reasoning"] = chunk.thinking
+        if chunk.tool_calls:
+            message["tool_calls"] = openai_calls(chunk.tool_calls)
+        choice = {
+            "index": 0,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": finish_reason(finished, bool(chunk.tool_calls)),
+        }
+        return self._base | {"object": "chat.completion", "choices": [choice], "usage": usage(finished)}
+
+
+class CompletionCodec:
+    """``text_completion`` objects and events."""
+
+    media_type = SSE
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self._base = {"id": f"cmpl-{secrets.token_hex(12)}", "created": int(time.time()), "model": model}
+        self._usage = include_usage
+
+    def _event(self, text: str, reason: str | None) -> bytes:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+        return event(self._base | {"object": "text_completion", "choices": [choice]})
+
+    def head(self) -> bytes:
+        return b""
+
+    def part(self, chunk: TextChunk) -> bytes:
+        return self._event(chunk.text, None) if chunk.text else b""
+
+    def end(self, finished: Finished) -> bytes:
+        out = self._event("", finish_reason(finished, False))
+        if self._usage:
+            out += event(self._base | {"object": "text_completion", "choices": [], "usage": usage(finished)})
+        return out + DONE
+
+    def error(self, message: str) -> bytes:
+        return event(openai_error(message, 500)) + DONE
+
+    def whole(self, chunk: TextChunk, finished: Finished) -> dict[str, Any]:
+        choice = {
+            "index": 0,
+            "text": chunk.text,
+            "logprobs": None,
+            "finish_reason": finish_reason(finished, False),
+        }
+        return self._base | {"object": "text_completion", "choices": [choice], "usage": usage(finished)}
+
+
+def _stream_options(body: dict[str, Any]) -> tuple[bool, bool]:
+    stream = fields.typed(body, "stream", bool, False)
+    options = body.get("stream_options") or {}
+    return stream, bool(isinstance(options, dict) and options.get("include_usage"))
+
+
+def register(app: Quart, services: Services) -> None:
+    @app.post("/v1/chat/completions")
+    async def chat_completions() -> Response:
+        body = await fields.read_body()
+        model = services.find_model(body.get("model"))
+        messages = openai_request.messages(body)
+        native = {
+            "options": openai_request.options(body),
+            "format": openai_request.response_format(body),
+            "think": openai_request.think(body),
+            "tools": body.get("tools"),
+        }
+        steering = read_steering(native, model.name, model.info, tool_choice=body.get("tool_choice", "auto"))
+        request = services.generation_request(native, model, messages, has_input=True, steering=steering)
+        stream, include_usage = _stream_options(body)
+        codec = ChatCodec(str(body["model"]), include_usage)
+        return await respond(services.engine, request, stream=stream, codec=codec)
+
+    @app.post("/v1/completions")
+    async def completions() -> Response:
+        body = await fields.read_body()
+        model = services.find_model(body.get("model"))
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            raise openai_request.bad("prompt must be a non-empty string", "prompt")
+        if body.get("suffix"):
+            raise openai_request.bad("suffix (fill-in-the-middle) is not supported by this model", "suffix")
+        native = {"options": openai_request.options(body)}
+        request = services.generation_request(native, model, [], has_input=True, prompt=prompt)
+        stream, include_usage = _stream_options(body)
+        codec = CompletionCodec(str(body["model"]), include_usage)
+        return await respond(services.engine, request, stream=stream, codec=codec)
+
+    @app.post("/v1/embeddings")
+    async def embeddings() -> Response:
+        return error_response("embeddings are not supported yet: no embedding model kind exists", 501)
