@@ -8,7 +8,7 @@ from quart import Quart, Response
 
 from app import fields
 from app.ndjson import created_at
-from app.responses import NdjsonCodec, metrics, ollama_calls, respond
+from app.responses import NdjsonCodec, metrics, ollama_calls, ollama_logprobs, respond
 from app.services import Services
 from app.steering import read_steering
 from inference.job import Finished, TextChunk
@@ -36,10 +36,11 @@ def register(app: Quart, services: Services) -> None:
             return out
 
         def chunk(part: TextChunk) -> dict[str, Any]:
-            return {"model": name, "created_at": created_at(), "message": message(part), "done": False}
+            head = {"model": name, "created_at": created_at(), "message": message(part), "done": False}
+            return head | ollama_logprobs(part)
 
         def final(whole: TextChunk, finished: Finished) -> dict[str, Any]:
             head = {"model": name, "created_at": created_at(), "message": message(whole)}
-            return head | metrics(finished)
+            return head | metrics(finished) | ollama_logprobs(whole)
 
         return await respond(services.engine, request, stream=stream, codec=NdjsonCodec(chunk, final))

@@ -102,6 +102,15 @@ def messages(body: dict[str, Any]) -> list[dict[str, object]]:
     return result
 
 
+def logprobs(body: dict[str, Any]) -> int:
+    """``-1`` (off), or how many alternatives to report per token with ``logprobs: true``."""
+    wanted = typed(body, "logprobs", bool, False)
+    top = typed(body, "top_logprobs", int, 0)
+    if not 0 <= top <= 20:
+        raise BadRequest("top_logprobs must be between 0 and 20")
+    return top if wanted else -1
+
+
 class Options:
     """Validated ``options``: sampling parameters plus the engine's limits."""
 

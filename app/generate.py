@@ -9,7 +9,7 @@ from quart import Quart, Response
 from app import fields
 from app.errors import BadRequest
 from app.ndjson import created_at
-from app.responses import NdjsonCodec, metrics, respond
+from app.responses import NdjsonCodec, metrics, ollama_logprobs, respond
 from app.services import Services
 from app.steering import read_steering
 from inference.job import Finished, TextChunk
@@ -53,10 +53,10 @@ def register(app: Quart, services: Services) -> None:
             return out | ({"thinking": part.thinking} if part.thinking else {})
 
         def chunk(part: TextChunk) -> dict[str, Any]:
-            return head(part) | {"done": False}
+            return head(part) | {"done": False} | ollama_logprobs(part)
 
         def final(whole: TextChunk, finished: Finished) -> dict[str, Any]:
-            out = head(whole) | metrics(finished)
+            out = head(whole) | metrics(finished) | ollama_logprobs(whole)
             if not raw and finished.context:
                 out["context"] = list(finished.context)
             return out

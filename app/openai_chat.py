@@ -52,6 +52,21 @@ def openai_calls(calls: tuple[CallOut, ...]) -> list[dict[str, Any]]:
     ]
 
 
+def openai_logprobs(chunk: TextChunk) -> dict[str, Any] | None:
+    if not chunk.logprobs:
+        return None
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return {
+        "content": [
+            entry(s.token, s.logprob) | {"top_logprobs": [entry(t, v) for t, v in s.top]}
+            for s in chunk.logprobs
+        ]
+    }
+
+
 class ChatCodec:
     """``chat.completion`` objects and ``chat.completion.chunk`` events."""
 
@@ -62,8 +77,8 @@ class ChatCodec:
         self._usage = include_usage
         self._called = False
 
-    def _chunk(self, delta: dict[str, Any], reason: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+    def _chunk(self, delta: dict[str, Any], reason: str | None = None, logprobs: Any = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
         return event(self._base | {"object": "chat.completion.chunk", "choices": [choice]})
 
     def head(self) -> bytes:
@@ -73,8 +88,8 @@ class ChatCodec:
         out = b""
         if chunk.thinking:
             out += self._chunk({"reasoning_content": chunk.thinking, "reasoning": chunk.thinking})
-        if chunk.text:
-            out += self._chunk({"content": chunk.text})
+        if chunk.text or chunk.logprobs:
+            out += self._chunk({"content": chunk.text}, logprobs=openai_logprobs(chunk))
         if chunk.tool_calls:
             self._called = True
             out += self._chunk({"tool_calls": openai_calls(chunk.tool_calls)})
@@ -100,7 +115,7 @@ class ChatCodec:
         choice = {
             "index": 0,
             "message": message,
-            "logprobs": None,
+            "logprobs": openai_logprobs(chunk),
             "finish_reason": finish_reason(finished, bool(chunk.tool_calls)),
         }
         return self._base | {"object": "chat.completion", "choices": [choice], "usage": usage(finished)}
@@ -161,6 +176,8 @@ def register(app: Quart, services: Services) -> None:
             "format": openai_request.response_format(body),
             "think": openai_request.think(body),
             "tools": body.get("tools"),
+            "logprobs": body.get("logprobs"),
+            "top_logprobs": body.get("top_logprobs"),
         }
         steering = read_steering(native, model.name, model.info, tool_choice=body.get("tool_choice", "auto"))
         request = services.generation_request(native, model, messages, has_input=True, steering=steering)
@@ -175,6 +192,10 @@ def register(app: Quart, services: Services) -> None:
         prompt = body.get("prompt")
         if not isinstance(prompt, str) or not prompt:
             raise openai_request.bad("prompt must be a non-empty string", "prompt")
+        if body.get("logprobs") is not None:
+            raise openai_request.bad(
+                "logprobs on /v1/completions is not supported; use /v1/chat/completions", "logprobs"
+            )
         if body.get("suffix"):
             raise openai_request.bad("suffix (fill-in-the-middle) is not supported by this model", "suffix")
         native = {"options": openai_request.options(body)}

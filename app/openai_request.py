@@ -101,9 +101,6 @@ def options(body: dict[str, Any]) -> dict[str, Any]:
     """Native ``options`` for the sampling fields."""
     if body.get("n", 1) != 1:
         raise bad("only n=1 is supported", "n")
-    for unsupported in ("logprobs", "top_logprobs"):
-        if body.get(unsupported):
-            raise bad(f"{unsupported} is not supported by this server yet", unsupported)
     out: dict[str, Any] = {
         "temperature": _number(body, "temperature", (int, float)),
         "top_p": _number(body, "top_p", (int, float)),

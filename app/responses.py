@@ -122,6 +122,7 @@ async def _aggregate(job: Job, event: Event, codec: Codec) -> dict[str, Any]:
                     "".join(c.text for c in chunks),
                     "".join(c.thinking for c in chunks),
                     tuple(call for c in chunks for call in c.tool_calls),
+                    tuple(score for c in chunks for score in c.logprobs),
                 )
                 return codec.whole(whole, event)
             else:
@@ -161,6 +162,22 @@ def ollama_calls(chunk: TextChunk) -> list[dict[str, Any]]:
         {"id": c.id, "function": {"index": c.index, "name": c.name, "arguments": c.arguments}}
         for c in chunk.tool_calls
     ]
+
+
+def ollama_logprobs(chunk: TextChunk) -> dict[str, Any]:
+    """``{"logprobs": [...]}`` in Ollama's shape when the chunk carries any, else nothing."""
+    if not chunk.logprobs:
+        return {}
+    return {
+        "logprobs": [
+            {
+                "token": s.token,
+                "logprob": s.logprob,
+                "top_logprobs": [{"token": t, "logprob": v} for t, v in s.top],
+            }
+            for s in chunk.logprobs
+        ]
+    }
 
 
 def metrics(finished: Finished) -> dict[str, Any]:

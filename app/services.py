@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from app import fields
@@ -36,6 +36,7 @@ class Services:
         steering = steering or Steering()
         keep_alive = fields.keep_alive(body)
         options = fields.Options(body.get("options"), self.settings.context_length)
+        params = replace(options.params, logprobs=fields.logprobs(body))
         kind: JobKind = "generate" if has_input else ("unload" if keep_alive == 0 else "load")
         return GenerationRequest(
             model=model.name,
@@ -44,7 +45,7 @@ class Services:
             messages=messages,
             prompt=prompt,
             context=context,
-            params=options.params,
+            params=params,
             num_predict=options.num_predict,
             num_ctx=options.num_ctx,
             stop=options.stop,

@@ -43,6 +43,16 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     prefill_chunk: int = 512
+    logprobs: int = -1  # -1: none; 0: the sampled token's; k: also the k most likely
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A sampled token's log probability and, when asked, the most likely alternatives."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class Step:
     token: int
     text: str
     eos: bool = False
+    logprob: TokenLogprob | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import secrets
 import string
 import time
 
-from inference.backend import GenerationCancelled, LoadedModel
+from inference.backend import GenerationCancelled, LoadedModel, TokenLogprob
 from inference.job import CallOut, Failed, Finished, GenerationRequest, Job, TextChunk
 from inference.stops import StopMatcher
 from validation.constraint import ConstraintError
@@ -66,14 +66,15 @@ class _Reply:
         )
         self.answer: list[str] = []
         self.calls = 0
+        self.scores: list[TokenLogprob] = []  # logprobs of tokens not yet sent
 
     def feed(self, text: str) -> bool:
         return self._send(self._parser.feed(text))
 
     def finish(self) -> bool:
-        return self._send(self._parser.finish())
+        return self._send(self._parser.finish(), final=True)
 
-    def _send(self, delta: ReplyDelta) -> bool:
+    def _send(self, delta: ReplyDelta, final: bool = False) -> bool:
         if delta.errors:
             raise InvalidCall(delta.errors[0])
         calls = []
@@ -84,9 +85,10 @@ class _Reply:
             calls.append(CallOut(new_call_id(), self.calls, call.name, call.arguments))
             self.calls += 1
         self.answer.append(delta.content)
-        if not delta:
+        if not delta and not (final and self.scores):
             return True
-        return self._job.emit(TextChunk(delta.content, delta.thinking, tuple(calls)))
+        scores, self.scores = tuple(self.scores), []
+        return self._job.emit(TextChunk(delta.content, delta.thinking, tuple(calls), scores))
 
 
 def new_call_id() -> str:
@@ -158,6 +160,8 @@ def _generate(job: Job, model: LoadedModel) -> None:
             if not generated:
                 first_token_at = time.perf_counter()
             generated.append(step.token)
+            if step.logprob is not None:
+                reply.scores.append(step.logprob)
             released, stopped = stops.feed(step.text)
             if released and not reply.feed(released):
                 raise GenerationCancelled

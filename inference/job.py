@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import trio
 
-from inference.backend import SamplingParams
+from inference.backend import SamplingParams, TokenLogprob
 from validation.structured import OutputFormat
 from validation.toolset import ToolSet
 
@@ -74,6 +74,7 @@ class TextChunk:
     text: str
     thinking: str = ""
     tool_calls: tuple[CallOut, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)

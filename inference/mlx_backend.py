@@ -12,9 +12,16 @@ import json
 import struct
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from inference.backend import GenerationCancelled, ModelInfo, ModelLoadError, SamplingParams, Step
+from inference.backend import (
+    GenerationCancelled,
+    ModelInfo,
+    ModelLoadError,
+    SamplingParams,
+    Step,
+    TokenLogprob,
+)
 from validation.constraint import GrammarCache, TokenConstraint
 
 _DTYPE_NAMES = {"F32": "F32", "F16": "F16", "BF16": "BF16"}
@@ -234,16 +241,27 @@ class MlxModel:
             prompt_progress_callback=progress,
         )
         try:
-            for token_id, _logprobs in tokens:
+            for token_id, logprobs in tokens:
                 token = int(token_id)
+                scored = self._score(token, logprobs, params.logprobs) if params.logprobs >= 0 else None
                 if token in self._eos:
                     detokenizer.finalize()
-                    yield Step(token, detokenizer.last_segment, eos=True)
+                    yield Step(token, detokenizer.last_segment, eos=True, logprob=scored)
                     return
                 detokenizer.add_token(token)
-                yield Step(token, detokenizer.last_segment)
+                yield Step(token, detokenizer.last_segment, logprob=scored)
         finally:
             tokens.close()
+
+    def _score(self, token: int, logprobs: Any, top: int) -> TokenLogprob:
+        import mlx.core as mx
+
+        best: tuple[tuple[str, float], ...] = ()
+        if top > 0:
+            ids = cast(list[int], mx.argsort(-logprobs)[:top].tolist())
+            values = cast(list[float], logprobs[mx.array(ids)].tolist())
+            best = tuple((self._tokenizer.decode([i]), float(v)) for i, v in zip(ids, values, strict=True))
+        return TokenLogprob(self._tokenizer.decode([token]), float(logprobs[token].item()), best)
 
     def close(self) -> None:
         import mlx.core as mx

@@ -117,3 +117,29 @@ async def test_load_and_unload_with_empty_prompt(server: Server) -> None:
     unloaded = await client.chat(model="tiny", messages=[], keep_alive=0)
     assert unloaded.done_reason == "unload" and unloaded.message.role == "assistant"
     assert (await client.ps()).models == []
+
+
+async def test_logprobs(server: Server) -> None:
+    """Greedy decoding picks the most likely token, so it leads its own top list."""
+    client = ollama.AsyncClient(host=server.url)
+    prompt, reply = SCRIPT[1]
+    messages = [{"role": "user", "content": prompt}]
+    whole = await client.chat(model="tiny", messages=messages, options=GREEDY, logprobs=True, top_logprobs=3)
+    scores = whole.logprobs or []
+    assert len(scores) == whole.eval_count
+    assert "".join(s.token for s in scores[:-1]) == reply
+    for s in scores:
+        assert s.logprob <= 0 and len(s.top_logprobs or []) == 3
+        assert (s.top_logprobs or [])[0].logprob == pytest.approx(s.logprob)
+    streamed = [
+        p
+        async for p in await client.chat(
+            model="tiny", messages=messages, options=GREEDY, logprobs=True, stream=True
+        )
+    ]
+    assert sum(len(p.logprobs or []) for p in streamed) == whole.eval_count
+    async with server.client() as http:
+        r = await http.post(
+            "/api/generate", json={"model": "tiny", "prompt": "x", "top_logprobs": 21, "logprobs": True}
+        )
+        assert r.status_code == 400 and r.json()["error"] == "top_logprobs must be between 0 and 20"

@@ -256,3 +256,24 @@ async def test_disconnect_cancels_like_the_native_api(server: Server) -> None:
     await wait_idle(server)
     report = last_report(server, "slow:latest")
     assert report.outcome == "cancelled" and report.steps_after_cancel <= 1
+
+
+async def test_logprobs(server: Server) -> None:
+    api = client(server)
+    prompt, reply = SCRIPT[1]
+    messages = [{"role": "user", "content": prompt}]
+    whole = await api.chat.completions.create(
+        model="tiny", messages=messages, temperature=0, logprobs=True, top_logprobs=2
+    )
+    content = whole.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content and whole.usage and len(content) == whole.usage.completion_tokens
+    assert "".join(t.token for t in content[:-1]) == reply
+    assert all(len(t.top_logprobs) == 2 and t.bytes == list(t.token.encode()) for t in content)
+    stream = await api.chat.completions.create(
+        model="tiny", messages=messages, temperature=0, logprobs=True, stream=True
+    )
+    count = 0
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].logprobs and chunk.choices[0].logprobs.content:
+            count += len(chunk.choices[0].logprobs.content)
+    assert count == len(content)
