@@ -277,3 +277,17 @@ async def test_logprobs(server: Server) -> None:
         if chunk.choices and chunk.choices[0].logprobs and chunk.choices[0].logprobs.content:
             count += len(chunk.choices[0].logprobs.content)
     assert count == len(content)
+
+
+async def test_error_after_the_stream_began_is_an_sse_event(server: Server) -> None:
+    body = {"model": "failing", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    async with server.client() as http:
+        r = await http.post("/v1/chat/completions", json=body)
+    events = [line.removeprefix("data: ") for line in r.text.split("\n\n") if line]
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert error["message"] == "an error was encountered while running the model: injected failure"
+    assert error["type"] == "api_error"
+    contents = [json.loads(e)["choices"][0]["delta"].get("content") for e in events[:-2]]
+    assert "".join(c or "" for c in contents) == "abc"
