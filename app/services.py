@@ -9,9 +9,8 @@ from typing import Any
 from app import fields
 from app.config import Settings
 from app.errors import BadRequest, NotFound
-from app.steering import Steering
 from inference.engine import Engine
-from inference.job import GenerationRequest, JobKind
+from inference.job import GenerationRequest, JobKind, Steering
 from inference.store import InvalidModelName, ModelNotFound, ModelStore, StoredModel
 
 
@@ -33,7 +32,6 @@ class Services:
         steering: Steering | None = None,
     ) -> GenerationRequest:
         """The engine request for a chat or generate body; without input it loads or unloads."""
-        steering = steering or Steering()
         keep_alive = fields.keep_alive(body)
         options = fields.Options(body.get("options"), self.settings.context_length)
         params = replace(options.params, logprobs=fields.logprobs(body))
@@ -50,12 +48,7 @@ class Services:
             num_ctx=options.num_ctx,
             stop=options.stop,
             keep_alive=keep_alive,
-            output_format=steering.output_format,
-            tools=steering.tools,
-            tool_format=steering.tool_format,
-            tool_required=steering.tool_required,
-            split_thinking=steering.split_thinking,
-            think=steering.think,
+            steering=steering or Steering(),
         )
 
     def find_model(self, name: object, *, missing_is_404: bool = False) -> StoredModel:

@@ -8,16 +8,16 @@ the problem, before anything runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from llguidance import LLMatcher
 
 from app.errors import BadRequest
 from inference.backend import ModelInfo
+from inference.job import Steering
 from validation.grammars import tool_grammar
 from validation.request_checks import FieldError, check_format, check_think, check_tools
-from validation.structured import OutputFormat, prepare_format
+from validation.structured import prepare_format
 from validation.tool_calls import detect_format
 from validation.toolset import ToolSet
 
@@ -38,18 +38,6 @@ def capabilities(info: ModelInfo) -> list[str]:
     if can_think(info):
         caps.append("thinking")
     return caps
-
-
-@dataclass(frozen=True)
-class Steering:
-    """How a request steers the output, resolved against the model."""
-
-    output_format: OutputFormat | None = None
-    tools: ToolSet | None = None
-    tool_format: str | None = None
-    tool_required: bool = False
-    split_thinking: bool = False
-    think: bool | None = None
 
 
 def read_steering(

@@ -14,7 +14,7 @@ import string
 import time
 
 from inference.backend import GenerationCancelled, LoadedModel, TokenLogprob
-from inference.job import CallOut, Failed, Finished, GenerationRequest, Job, TextChunk
+from inference.job import CallOut, Failed, Finished, Job, Steering, TextChunk
 from inference.stops import StopMatcher
 from validation.constraint import ConstraintError
 from validation.grammars import MARKERS, answer_grammar, tool_grammar
@@ -55,14 +55,14 @@ class _Reply:
     """Turns released text into events: reasoning, answer and validated tool calls."""
 
     def __init__(self, job: Job, inside: bool) -> None:
-        request = job.request
+        steering = job.request.steering
         self._job = job
-        self._tools = request.tools
+        self._tools = steering.tools
         self._parser = ReplyParser(
-            split_thinking=request.split_thinking,
+            split_thinking=steering.split_thinking,
             inside=inside,
-            keep_thinking=request.think is not False,
-            tool_format=request.tool_format if request.tools else None,
+            keep_thinking=steering.think is not False,
+            tool_format=steering.tool_format if steering.tools else None,
         )
         self.answer: list[str] = []
         self.calls = 0
@@ -95,36 +95,36 @@ def new_call_id() -> str:
     return "call_" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
 
-def _grammar(request: GenerationRequest, model: LoadedModel, inside: bool) -> str | None:
+def _grammar(steering: Steering, model: LoadedModel, inside: bool) -> str | None:
     """What the constraint enforces: the answer's format, or the declared tools' calls."""
-    thinking = request.split_thinking
-    if request.output_format is not None and not thinking:
-        return request.output_format.grammar
+    thinking = steering.split_thinking
+    if steering.output_format is not None and not thinking:
+        return steering.output_format.grammar
     tokens = model.single_tokens(MARKERS)
-    if request.output_format is not None:
-        return answer_grammar(request.output_format.schema, thinking=True, inside=inside, tokens=tokens)
-    if request.tools is not None and request.tool_format is not None:
-        tools = request.tools.tools
+    if steering.output_format is not None:
+        return answer_grammar(steering.output_format.schema, thinking=True, inside=inside, tokens=tokens)
+    if steering.tools is not None and steering.tool_format is not None:
         return tool_grammar(
-            request.tool_format,
-            tools,
+            steering.tool_format,
+            steering.tools.tools,
             thinking=thinking,
             inside=inside,
             tokens=tokens,
-            required=request.tool_required,
+            required=steering.tool_required,
         )
     return None
 
 
 def _generate(job: Job, model: LoadedModel) -> None:
     request = job.request
+    steering = request.steering
     start = time.perf_counter()
     load_duration = start - job.submitted
     if request.prompt is not None:
         text = request.prompt
     else:
-        tools = request.tools.tools if request.tools is not None else ()
-        text = model.render_chat(request.messages, tools=tools, think=request.think)
+        tools = steering.tools.tools if steering.tools is not None else ()
+        text = model.render_chat(request.messages, tools=tools, think=steering.think)
     prompt = [*request.context, *model.tokenize(text)]
     if len(prompt) >= request.num_ctx:
         job.report.outcome = "failed"
@@ -133,8 +133,8 @@ def _generate(job: Job, model: LoadedModel) -> None:
     budget = request.num_ctx - len(prompt)
     if request.num_predict >= 0:
         budget = min(budget, request.num_predict)
-    inside = request.split_thinking and text.rstrip().endswith("<think>")
-    grammar = _grammar(request, model, inside)
+    inside = steering.split_thinking and text.rstrip().endswith("<think>")
+    grammar = _grammar(steering, model, inside)
     try:
         constraint = None if grammar is None else model.constraint(grammar)
     except ConstraintError as error:
@@ -170,7 +170,7 @@ def _generate(job: Job, model: LoadedModel) -> None:
                 break
         if not (reply.feed(stops.flush()) and reply.finish()):
             raise GenerationCancelled
-        if request.tool_required and not reply.calls:
+        if steering.tool_required and not reply.calls:
             raise InvalidCall("a tool call was required but the model answered without one")
     except InvalidCall as error:
         job.report.outcome = "invalid tool call"
@@ -179,9 +179,9 @@ def _generate(job: Job, model: LoadedModel) -> None:
     finally:
         steps.close()
     end = time.perf_counter()
-    if request.output_format is not None:
+    if steering.output_format is not None:
         try:
-            request.output_format.validate("".join(reply.answer))
+            steering.output_format.validate("".join(reply.answer))
         except OutputMismatch as error:
             job.report.outcome = "invalid output"
             job.emit(Failed(f"{MISMATCH}: {error} (done_reason: {done_reason})", 422))

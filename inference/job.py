@@ -34,6 +34,18 @@ JobKind = Literal["generate", "load", "unload"]
 
 
 @dataclass(frozen=True)
+class Steering:
+    """How a request steers the output, already resolved against the model."""
+
+    output_format: OutputFormat | None = None
+    tools: ToolSet | None = None
+    tool_format: str | None = None
+    tool_required: bool = False
+    split_thinking: bool = False
+    think: bool | None = None
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """Everything the engine needs to run one request, validated by the HTTP layer."""
 
@@ -48,12 +60,7 @@ class GenerationRequest:
     num_ctx: int = 4096
     stop: Sequence[str] = ()
     keep_alive: float | None = None
-    output_format: OutputFormat | None = None
-    tools: ToolSet | None = None
-    tool_format: str | None = None
-    tool_required: bool = False
-    split_thinking: bool = False
-    think: bool | None = None
+    steering: Steering = field(default_factory=Steering)
 
 
 @dataclass(frozen=True)
