@@ -125,11 +125,13 @@ class Options:
         self.num_predict = int(values.get("num_predict", -1))
         self.num_ctx = max(4, int(values.get("num_ctx", default_num_ctx)))
         seed = values.get("seed")
+        if values.get("repeat_penalty", 1.0) <= 0:
+            raise BadRequest('option "repeat_penalty" must be greater than 0')
         self.params = SamplingParams(
             temperature=max(0.0, float(values.get("temperature", 0.8))),
             top_k=max(0, int(values.get("top_k", 40))),
             top_p=float(values.get("top_p", 0.9)),
-            min_p=float(values.get("min_p", 0.0)),
+            min_p=min(max(float(values.get("min_p", 0.0)), 0.0), 1.0),
             seed=None if seed is None or seed < 0 else int(seed),
             repeat_penalty=float(values.get("repeat_penalty", 1.0)),
             repeat_last_n=_repeat_window(int(values.get("repeat_last_n", 64)), self.num_ctx),

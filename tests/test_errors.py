@@ -14,6 +14,13 @@ from tests.conftest import Server, start_server, wait_until
 MSG = [{"role": "user", "content": "hi"}]
 
 CASES: list[tuple[str, str, object, int, str]] = [
+    (
+        "/api/chat",
+        "repeat_penalty zero",
+        {"model": "fake", "messages": MSG, "options": {"repeat_penalty": 0}},
+        400,
+        'option "repeat_penalty" must be greater than 0',
+    ),
     # (route, case, body, status, message fragment)
     ("/api/chat", "empty body", b"", 400, "missing request body"),
     ("/api/chat", "malformed JSON", b'{"model": "fake",}', 400, "invalid JSON"),
