@@ -125,6 +125,11 @@ def _generate(job: Job, model: LoadedModel) -> None:
     else:
         tools = steering.tools.tools if steering.tools is not None else ()
         text = model.render_chat(request.messages, tools=tools, think=steering.think)
+    vocab = model.info.extra.get("vocab_size")
+    if isinstance(vocab, int) and any(t >= vocab for t in request.context):
+        job.report.outcome = "failed"
+        job.emit(Failed(f"context holds token ids outside this model's vocabulary of {vocab}", 400))
+        return
     prompt = [*request.context, *model.tokenize(text)]
     if len(prompt) >= request.num_ctx:
         job.report.outcome = "failed"

@@ -143,3 +143,11 @@ async def test_logprobs(server: Server) -> None:
             "/api/generate", json={"model": "tiny", "prompt": "x", "top_logprobs": 21, "logprobs": True}
         )
         assert r.status_code == 400 and r.json()["error"] == "top_logprobs must be between 0 and 20"
+
+
+async def test_context_ids_outside_the_vocabulary_are_refused(server: Server) -> None:
+    async with server.client() as http:
+        r = await http.post(
+            "/api/generate", json={"model": "tiny", "prompt": "x", "context": [10**9], "stream": False}
+        )
+    assert r.status_code == 400 and "outside this model's vocabulary" in r.json()["error"]
