@@ -67,8 +67,16 @@ class _Reply:
         self.answer: list[str] = []
         self.calls = 0
         self.scores: list[TokenLogprob] = []  # logprobs of tokens not yet sent
+        # Plain text needs no parsing: the per-token path stays as short as it can be.
+        self._plain = not steering.split_thinking and not steering.tools
 
     def feed(self, text: str) -> bool:
+        if self._plain:
+            if not text:
+                return True
+            self.answer.append(text)
+            scores, self.scores = tuple(self.scores), []
+            return self._job.emit(TextChunk(text, logprobs=scores))
         return self._send(self._parser.feed(text))
 
     def finish(self) -> bool:
