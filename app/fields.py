@@ -52,9 +52,8 @@ def typed(body: dict[str, Any], key: str, kind: type | tuple[type, ...], default
     value = body.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) and kind is not bool and bool not in _as_tuple(kind):
-        raise BadRequest(f'field "{key}" must be of type {_type_name(kind)}')
-    if not isinstance(value, kind):
+    # JSON true/false are Python ints too: only a field that wants a bool may take one.
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
         raise BadRequest(f'field "{key}" must be of type {_type_name(kind)}')
     return value
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import platform
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,7 +17,11 @@ from app.steering import capabilities
 from inference.backend import ModelInfo
 from inference.store import StoredModel
 
-FOREVER = timedelta(days=365 * 292)  # what Ollama reports for a model kept forever
+FOREVER = timedelta(days=365 * 292)
+# Apple Silicon shares memory between CPU and GPU, so a loaded model is all "VRAM".
+UNIFIED_MEMORY = (
+    platform.system() == "Darwin" and platform.machine() == "arm64"
+)  # what Ollama reports for a model kept forever
 
 
 def parameter_size(count: int) -> str:
@@ -94,7 +100,7 @@ def register(app: Quart, services: Services) -> None:
             model = stored.get(resident.name)
             if model is None:
                 continue
-            remaining = resident.expires_at - _monotonic()
+            remaining = resident.expires_at - time.monotonic()
             expires = now + (FOREVER if math.isinf(remaining) else timedelta(seconds=remaining))
             out.append(
                 {
@@ -104,20 +110,8 @@ def register(app: Quart, services: Services) -> None:
                     "digest": model.digest,
                     "details": details(model),
                     "expires_at": local_time(expires),
-                    "size_vram": resident.info.size_bytes if _unified_memory() else 0,
+                    "size_vram": resident.info.size_bytes if UNIFIED_MEMORY else 0,
                     "context_length": services.settings.context_length,
                 }
             )
         return json_response({"models": out})
-
-
-def _monotonic() -> float:
-    import time
-
-    return time.monotonic()
-
-
-def _unified_memory() -> bool:
-    import platform
-
-    return platform.system() == "Darwin" and platform.machine() == "arm64"

@@ -75,8 +75,7 @@ class _Reply:
             if not text:
                 return True
             self.answer.append(text)
-            scores, self.scores = tuple(self.scores), []
-            return self._job.emit(TextChunk(text, logprobs=scores))
+            return self._job.emit(TextChunk(text, logprobs=self._take_scores()))
         return self._send(self._parser.feed(text))
 
     def finish(self) -> bool:
@@ -95,8 +94,11 @@ class _Reply:
         self.answer.append(delta.content)
         if not delta and not (final and self.scores):
             return True
+        return self._job.emit(TextChunk(delta.content, delta.thinking, tuple(calls), self._take_scores()))
+
+    def _take_scores(self) -> tuple[TokenLogprob, ...]:
         scores, self.scores = tuple(self.scores), []
-        return self._job.emit(TextChunk(delta.content, delta.thinking, tuple(calls), scores))
+        return scores
 
 
 def new_call_id() -> str:
