@@ -51,6 +51,7 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     origins: tuple[str, ...] = ()
     context_length: int = 4096
+    max_loaded_models: int = 3  # Ollama's default on one GPU
 
     @classmethod
     def from_env(cls, host: str | None = None, models: str | None = None) -> Settings:
@@ -70,6 +71,8 @@ class Settings:
             settings.max_body_bytes = int(body)
         if origins := _env("ORIGINS"):
             settings.origins = tuple(o.strip() for o in origins.split(",") if o.strip())
+        if loaded := _env("MAX_LOADED_MODELS"):
+            settings.max_loaded_models = int(loaded) or 3  # 0 means "auto" to Ollama
         if context := _env("CONTEXT_LENGTH"):
             settings.context_length = int(context)
         return settings

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, cast
+from typing import Any
 
-from quart import request
+from quart import current_app, request
 
 from app.durations import DurationError, parse_duration
-from app.errors import BadRequest
+from app.errors import BadRequest, PayloadTooLarge
 from inference.backend import SamplingParams
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -31,7 +31,7 @@ _BOOL_OPTIONS = ("use_mmap", "use_mlock", "numa", "low_vram", "f16_kv", "penaliz
 
 async def read_body() -> dict[str, Any]:
     """The request's JSON object (400 for an empty, non-UTF-8, malformed or non-object body)."""
-    raw = cast(bytes, await request.get_data(as_text=False))
+    raw = await read_raw(current_app.config["TRILLM_MAX_BODY_BYTES"])
     if not raw:
         raise BadRequest("missing request body")
     try:
@@ -45,6 +45,19 @@ async def read_body() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     return body
+
+
+async def read_raw(limit: int | None) -> bytes:
+    """The request body as bytes, refusing (413) one longer than ``limit`` before it is all read."""
+    too_large = PayloadTooLarge("request body too large")
+    if limit is not None and (request.content_length or 0) > limit:
+        raise too_large
+    data = bytearray()
+    async for chunk in request.body:
+        data += chunk
+        if limit is not None and len(data) > limit:
+            raise too_large
+    return bytes(data)
 
 
 def typed(body: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:

@@ -15,7 +15,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
-from app import chat, generate, health, models, openai_chat, openai_models, security
+from app import chat, generate, health, manage, models, openai_chat, openai_models, security
 from app.config import Settings
 from app.errors import install_error_handlers
 from app.services import Services
@@ -36,10 +36,17 @@ def default_backends() -> list[Backend]:
 
 def create_app(settings: Settings, backends: list[Backend] | None = None) -> QuartTrio:
     backends = default_backends() if backends is None else backends
-    engine = Engine(backends, max_queue=settings.max_queue, default_keep_alive=settings.keep_alive)
+    engine = Engine(
+        backends,
+        max_queue=settings.max_queue,
+        default_keep_alive=settings.keep_alive,
+        max_loaded=settings.max_loaded_models,
+    )
     services = Services(engine=engine, store=ModelStore(settings.models, backends), settings=settings)
     app = QuartTrio("trillm")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Bodies are capped where they are read (fields.read_raw), so that blob uploads can be large.
+    app.config["MAX_CONTENT_LENGTH"] = None
+    app.config["TRILLM_MAX_BODY_BYTES"] = settings.max_body_bytes
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = None
     app.extensions["trillm"] = services
@@ -47,6 +54,7 @@ def create_app(settings: Settings, backends: list[Backend] | None = None) -> Qua
     security.install(app, settings)
     health.register(app)
     models.register(app, services)
+    manage.register(app, services)
     generate.register(app, services)
     chat.register(app, services)
     openai_chat.register(app, services)

@@ -14,6 +14,21 @@ from inference.job import GenerationRequest, JobKind, Steering
 from inference.store import InvalidModelName, ModelNotFound, ModelStore, StoredModel
 
 
+def with_defaults(model: StoredModel, options: object) -> object:
+    """The request's options over the model's default parameters (from its Modelfile)."""
+    if not model.parameters or not (options is None or isinstance(options, dict)):
+        return options  # a malformed value is reported by fields.Options
+    return {**model.parameters, **(options or {})}
+
+
+def conversation(model: StoredModel, messages: Sequence[dict[str, object]]) -> list[dict[str, object]]:
+    """The model's system prompt (unless the request brings one) and example messages, then the request's."""
+    head: list[dict[str, object]] = []
+    if model.system and not any(m.get("role") == "system" for m in messages):
+        head.append({"role": "system", "content": model.system})
+    return [*head, *model.messages, *messages]
+
+
 @dataclass
 class Services:
     engine: Engine
@@ -33,14 +48,14 @@ class Services:
     ) -> GenerationRequest:
         """The engine request for a chat or generate body; without input it loads or unloads."""
         keep_alive = fields.keep_alive(body)
-        options = fields.Options(body.get("options"), self.settings.context_length)
+        options = fields.Options(with_defaults(model, body.get("options")), self.settings.context_length)
         params = replace(options.params, logprobs=fields.logprobs(body))
         kind: JobKind = "generate" if has_input else ("unload" if keep_alive == 0 else "load")
         return GenerationRequest(
             model=model.name,
             path=model.path,
             kind=kind,
-            messages=messages,
+            messages=conversation(model, messages),
             prompt=prompt,
             context=context,
             params=params,
@@ -49,6 +64,7 @@ class Services:
             stop=options.stop,
             keep_alive=keep_alive,
             steering=steering or Steering(),
+            template=model.template,
         )
 
     def find_model(self, name: object, *, missing_is_404: bool = False) -> StoredModel:

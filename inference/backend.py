@@ -89,9 +89,11 @@ class LoadedModel(Protocol):
         *,
         tools: Sequence[dict[str, object]] = (),
         think: bool | None = None,
+        template: str | None = None,
     ) -> str:
         """Render messages (and tools) through the model's chat template, ending with the
-        assistant cue; ``think`` is passed to templates that can switch reasoning on or off."""
+        assistant cue; ``think`` is passed to templates that can switch reasoning on or off.
+        ``template`` (a Jinja chat template) replaces the model's own."""
         ...
 
     def tokenize(self, text: str) -> list[int]:

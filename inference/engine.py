@@ -3,7 +3,8 @@
 One :class:`Engine` lives in the application's nursery (``await nursery.start(engine.run)``). It
 admits requests into a bounded FIFO queue, runs them one at a time on the dedicated worker thread
 (batching comes later), keeps loaded models resident for their ``keep_alive`` and unloads them when
-it runs out. A request is linked to its generation only by its :class:`~inference.job.Job`; closing
+it runs out, or, when ``max_loaded`` models are in memory and another is needed, unloads the one
+used least recently. A request is linked to its generation only by its :class:`~inference.job.Job`; closing
 the job is what cancels the work, wherever it is.
 """
 
@@ -43,6 +44,7 @@ class Resident:
     info: ModelInfo
     expires_at: float
     busy: int = 0
+    last_used: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,11 @@ class Engine:
         *,
         max_queue: int = 512,
         default_keep_alive: float = 300.0,
+        max_loaded: int = 3,
     ) -> None:
         self._backends = backends
         self.max_queue = max_queue
+        self.max_loaded = max(1, max_loaded)
         self.default_keep_alive = default_keep_alive
         self._pending: deque[Job] = deque()
         self._wakeup = trio.Event()
@@ -117,6 +121,11 @@ class Engine:
             loaded=len(self._resident),
             jobs_done=self._jobs_done,
         )
+
+    async def unload(self, name: str) -> None:
+        """Unload ``name`` if it is loaded (after the job running now, if any, ends)."""
+        await self._worker.run(self._unload, name)
+        self._residency_changed.set()
 
     def resident(self) -> list[Resident]:
         """Models in memory now, most recently expiring first."""
@@ -187,6 +196,7 @@ class Engine:
             job.emit(Failed(f"failed to load model '{request.model}': {error}"))
             return
         resident.busy += 1
+        resident.last_used = time.monotonic()
         try:
             if request.kind == "load":
                 job.report.outcome = "done"
@@ -204,11 +214,20 @@ class Engine:
         if resident is not None:
             return resident
         backend = self.backend_for(path)
+        self._make_room()
         model = backend.load(path)
         resident = Resident(name, path, model, model.info, math.inf)
         self._resident[name] = resident
         log.info("loaded %s with %s", name, backend.name)
         return resident
+
+    def _make_room(self) -> None:
+        """Unload the least recently used idle models until one more fits under ``max_loaded``."""
+        idle = sorted((r for r in self._resident.values() if r.busy == 0), key=lambda r: r.last_used)
+        while len(self._resident) >= self.max_loaded and idle:
+            victim = idle.pop(0)
+            log.info("unloading %s to make room (TRILLM_MAX_LOADED_MODELS=%d)", victim.name, self.max_loaded)
+            self._unload(victim.name)
 
     def backend_for(self, path: Path) -> Backend:
         for backend in self._backends:

@@ -38,8 +38,11 @@ class FakeModel:
         *,
         tools: Sequence[dict[str, object]] = (),
         think: bool | None = None,
+        template: str | None = None,
     ) -> str:
         rendered = "".join(f"<{m.get('role')}>{m.get('content', '')}" for m in messages)
+        if template is not None:  # a stand-in for Jinja: the template wraps the conversation
+            return template.replace("{{ messages }}", rendered)
         return rendered + "<assistant>"
 
     def tokenize(self, text: str) -> list[int]:

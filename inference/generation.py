@@ -134,7 +134,9 @@ def _generate(job: Job, model: LoadedModel) -> None:
         text = request.prompt
     else:
         tools = steering.tools.tools if steering.tools is not None else ()
-        text = model.render_chat(request.messages, tools=tools, think=steering.think)
+        text = model.render_chat(
+            request.messages, tools=tools, think=steering.think, template=request.template
+        )
     vocab = model.info.extra.get("vocab_size")
     if isinstance(vocab, int) and any(t >= vocab for t in request.context):
         job.report.outcome = "failed"

@@ -61,6 +61,7 @@ class GenerationRequest:
     stop: Sequence[str] = ()
     keep_alive: float | None = None
     steering: Steering = field(default_factory=Steering)
+    template: str | None = None  # a chat template replacing the model's own (from its manifest)
 
 
 @dataclass(frozen=True)

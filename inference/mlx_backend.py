@@ -171,8 +171,9 @@ class MlxModel:
         *,
         tools: Sequence[dict[str, object]] = (),
         think: bool | None = None,
+        template: str | None = None,
     ) -> str:
-        if self._tokenizer.chat_template is None:
+        if template is None and self._tokenizer.chat_template is None:
             # No template: plain concatenation, as mlx-lm does for base models.
             return "".join(str(m.get("content", "")) for m in messages)
         extra: dict[str, Any] = {}
@@ -180,6 +181,8 @@ class MlxModel:
             extra["tools"] = list(tools)
         if think is not None:
             extra["enable_thinking"] = think
+        if template is not None:
+            extra["chat_template"] = template
         rendered: str = self._tokenizer.apply_chat_template(
             [template_message(m) for m in messages], add_generation_prompt=True, tokenize=False, **extra
         )
@@ -264,9 +267,15 @@ class MlxModel:
         return TokenLogprob(self._tokenizer.decode([token]), float(logprobs[token].item()), best)
 
     def close(self) -> None:
+        import gc
+
         import mlx.core as mx
 
-        del self._model
+        # Drop every reference to the weights (the model, and the grammar cache that holds the
+        # tokenizer), collect cycles, then hand MLX's cached buffers back to the system.
+        self._model = None
+        self._grammars = None
+        gc.collect()
         mx.clear_cache()
 
 

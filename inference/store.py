@@ -1,30 +1,44 @@
-"""The model store: a directory of model directories, served by name.
+"""The model store: where models live on disk, and the only code that writes there.
 
-``<store>/NAME`` (or ``<store>/NAMESPACE/NAME``) holding a model in a format some backend loads
-is served as ``NAME:latest`` (and plain ``NAME``). Names follow Ollama's grammar and are matched
-case-insensitively. Listing reads only small files, never weights.
+Two kinds of model are served from ``root``:
+
+* **plain directories** a user copied in: ``<root>/NAME`` (or ``<root>/NS/NAME``) holding a model
+  some backend loads is served as ``NAME:latest``;
+* **managed models** (pulled, created, copied): a manifest at ``<root>/manifests/NS/MODEL/TAG``
+  lists content-addressed files in ``<root>/blobs``; ``<root>/snapshots/KEY`` is a directory of
+  links to them that a backend loads like any model directory.
+
+Every name goes through :func:`inference.names.parse_name` and every file name from outside
+through :func:`safe_relative` before it is joined to ``root``, and each path is checked to stay
+inside ``root``, so no request can read, write or delete anything outside the store.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-from dataclasses import dataclass
+import os
+import shutil
+import threading
+import uuid
+from dataclasses import dataclass, replace
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from inference.backend import Backend, ModelInfo
+from inference.manifest import Manifest, digest_hex
+from inference.names import InvalidModelName, ModelName, normalize_name, parse_name
 
-_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}"
-_NAME = re.compile(rf"^(?:(?P<ns>{_PART})/)?(?P<model>{_PART})(?::(?P<tag>{_PART}))?$")
+__all__ = ["InvalidModelName", "ModelNotFound", "ModelStore", "StoredModel", "normalize_name"]
 
-
-class InvalidModelName(ValueError):
-    """The name is not ``[namespace/]model[:tag]``."""
+RESERVED = frozenset({"blobs", "manifests", "snapshots", "partial"})
 
 
 class ModelNotFound(LookupError):
     """No model of that name is in the store."""
+
+
+class StoreError(Exception):
+    """A store operation that cannot be done as asked (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -37,37 +51,90 @@ class StoredModel:
     info: ModelInfo
     modified_at: datetime
     digest: str
+    manifest: Manifest | None = None
+
+    @property
+    def system(self) -> str | None:
+        return self.manifest.system if self.manifest else None
+
+    @property
+    def parameters(self) -> dict[str, object]:
+        return self.manifest.parameters if self.manifest else {}
+
+    @property
+    def messages(self) -> list[dict[str, object]]:
+        return self.manifest.messages if self.manifest else []
+
+    @property
+    def template(self) -> str | None:
+        return self.manifest.template if self.manifest else None
 
 
-def normalize_name(name: str) -> str:
-    """``ns/model:tag`` in canonical form (tag defaults to ``latest``); raises on bad names."""
-    match = _NAME.match(name)
-    if match is None or ".." in name:
-        raise InvalidModelName(name)
-    ns, model, tag = match.group("ns"), match.group("model"), match.group("tag") or "latest"
-    return f"{ns + '/' if ns else ''}{model}:{tag}"
+StoredModels = list[StoredModel]  # spelled once here: inside ModelStore, ``list`` is a method
+
+
+def safe_relative(name: str) -> PurePosixPath:
+    """A file name from a repo or a request, as a relative path that stays where it is put."""
+    path = PurePosixPath(name)
+    if (
+        not name
+        or "\\" in name
+        or "\0" in name
+        or path.is_absolute()
+        or any(part in ("", ".", "..") or part.startswith(".") for part in path.parts)
+        or len(name) > 255
+    ):
+        raise StoreError(f"unsafe file name {name!r}")
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class ModelStore:
-    """Finds models under ``root`` and the backend for each."""
+    """Finds models under ``root`` and the backend for each; adds and removes managed ones."""
 
     def __init__(self, root: Path, backends: list[Backend]) -> None:
         self.root = root
         self._backends = backends
         self._cache: dict[Path, tuple[float, StoredModel]] = {}
+        self._lock = threading.Lock()  # manifests and blobs change under it (pull threads)
 
-    def list(self) -> list[StoredModel]:
-        found = []
+    # -- reading -----------------------------------------------------------------------------
+
+    def list(self) -> StoredModels:
         if not self.root.is_dir():
             return []
+        models = {m.name.lower(): m for m in self._plain_models()}
+        models |= {m.name.lower(): m for m in self._managed_models()}
+        return sorted(models.values(), key=lambda m: m.name)
+
+    def resolve(self, name: str) -> StoredModel:
+        """The model called ``name``; raises :class:`InvalidModelName` or :class:`ModelNotFound`."""
+        wanted = parse_name(name).key
+        for model in self.list():
+            if model.name.lower() == wanted:
+                return model
+        raise ModelNotFound(name)
+
+    def backend_for(self, path: Path) -> Backend | None:
+        return next((b for b in self._backends if b.can_load(path)), None)
+
+    def _plain_models(self) -> StoredModels:
+        found = []
         for entry in sorted(self.root.iterdir()):
-            if not entry.is_dir() or entry.name.startswith("."):
+            if not entry.is_dir() or entry.name.startswith(".") or entry.name in RESERVED:
                 continue
-            if self._backend(entry) is not None:
+            if self.backend_for(entry) is not None:
                 found.append((entry.name, entry))
                 continue
             for sub in sorted(entry.iterdir()):
-                if sub.is_dir() and self._backend(sub) is not None:
+                if sub.is_dir() and self.backend_for(sub) is not None:
                     found.append((f"{entry.name}/{sub.name}", sub))
         models = []
         for name, path in found:
@@ -77,29 +144,14 @@ class ModelStore:
                 continue  # a directory whose name cannot be requested
         return models
 
-    def resolve(self, name: str) -> StoredModel:
-        """The model called ``name``; raises :class:`InvalidModelName` or :class:`ModelNotFound`."""
-        wanted = normalize_name(name).lower()
-        for model in self.list():
-            if model.name.lower() == wanted:
-                return model
-        raise ModelNotFound(name)
-
-    def _backend(self, path: Path) -> Backend | None:
-        return next((b for b in self._backends if b.can_load(path)), None)
-
     def _describe(self, name: str, path: Path) -> StoredModel:
         mtime = max(f.stat().st_mtime for f in path.iterdir())
         cached = self._cache.get(path)
         if cached is not None and cached[0] == mtime:
             return cached[1]
-        backend = self._backend(path)
+        backend = self.backend_for(path)
         assert backend is not None
-        try:
-            info = backend.describe(path)
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            # Still listed, so that using it gives the load error instead of "not found".
-            info = ModelInfo("unknown", 0, 0, "unknown", None, 0, {"error": str(error)})
+        info = self._read_info(backend, path)
         fingerprint = hashlib.sha256()
         for file in sorted(path.iterdir()):
             stat = file.stat()
@@ -114,3 +166,195 @@ class ModelStore:
         )
         self._cache[path] = (mtime, model)
         return model
+
+    @staticmethod
+    def _read_info(backend: Backend, path: Path) -> ModelInfo:
+        try:
+            return backend.describe(path)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            # Still listed, so that using it gives the load error instead of "not found".
+            return ModelInfo("unknown", 0, 0, "unknown", None, 0, {"error": str(error)})
+
+    def _managed_models(self) -> StoredModels:
+        models = []
+        manifests = self.root / "manifests"
+        if not manifests.is_dir():
+            return []
+        for file in sorted(manifests.glob("*/*/*")):
+            if not file.is_file() or file.name.startswith("."):
+                continue
+            try:
+                manifest = Manifest.from_json(file.read_bytes())
+                name = normalize_name(manifest.name)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a damaged manifest is skipped, not fatal
+            path = self.snapshot_path(manifest)
+            backend = self.backend_for(path) if path.is_dir() else None
+            info = manifest.info
+            if manifest.template is not None:
+                info = replace(info, chat_template=manifest.template)
+            models.append(
+                StoredModel(
+                    name=name,
+                    path=path,
+                    backend=backend.name if backend else "missing",
+                    info=info,
+                    modified_at=datetime.fromtimestamp(file.stat().st_mtime).astimezone(),
+                    digest=manifest.digest(),
+                    manifest=manifest,
+                )
+            )
+        return models
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def _inside(self, path: Path) -> Path:
+        root = self.root.resolve()
+        resolved = path.resolve() if not path.is_symlink() else path.parent.resolve() / path.name
+        if resolved != root and root not in resolved.parents:
+            raise StoreError(f"{path} is outside the model store")
+        return path
+
+    def manifest_path(self, name: ModelName) -> Path:
+        return self._inside(
+            self.root / "manifests" / (name.namespace or "_").lower() / name.model.lower() / name.tag.lower()
+        )
+
+    def blob_path(self, digest: str) -> Path:
+        return self._inside(self.root / "blobs" / f"sha256-{digest_hex(digest)}")
+
+    def snapshot_path(self, manifest: Manifest) -> Path:
+        return self.root / "snapshots" / manifest.files_key()
+
+    def partial_dir(self, key: str) -> Path:
+        return self._inside(self.root / "partial" / key)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def add_blob(self, source: Path, digest: str | None = None) -> str:
+        """Move ``source`` into the blob directory; with ``digest``, check it first.
+
+        Returns ``sha256:HEX``. A mismatch raises :class:`StoreError` and leaves ``source``.
+        """
+        actual = sha256_file(source)
+        if digest is not None and digest_hex(digest) != actual:
+            raise StoreError(f'digest mismatch, expected "{digest}", got "sha256:{actual}"')
+        target = self.blob_path(f"sha256:{actual}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            source.unlink()
+        else:
+            os.replace(source, target)
+        return f"sha256:{actual}"
+
+    def blob_upload_path(self) -> Path:
+        """A fresh temporary file name for an upload on its way to :meth:`add_blob`."""
+        folder = self.root / "partial" / "uploads"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / uuid.uuid4().hex
+
+    def describe_files(self, files: dict[str, str]) -> ModelInfo:
+        """Link ``files`` (already blobs) as a model directory and describe it, before any manifest."""
+        probe = Manifest(name="probe", files=files, info=ModelInfo("unknown", 0, 0, "unknown", None, 0))
+        with self._lock:
+            self._link_snapshot(probe)
+        path = self.snapshot_path(probe)
+        backend = self.backend_for(path)
+        if backend is None:
+            raise StoreError("no backend can load these files")
+        return self._read_info(backend, path)
+
+    def save(self, manifest: Manifest) -> StoredModel:
+        """Write ``manifest`` (replacing a managed model of the same name) and its snapshot."""
+        name = parse_name(manifest.name)
+        manifest.name = str(name)
+        for relative, digest in manifest.files.items():
+            safe_relative(relative)
+            if not self.has_blob(digest):
+                raise StoreError(f"blob {digest} for {relative} is missing from the store")
+        with self._lock:
+            self._refuse_plain(name)
+            self._link_snapshot(manifest)
+            path = self.manifest_path(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+            temporary.write_bytes(manifest.to_json())
+            os.replace(temporary, path)
+        return self.resolve(str(name))
+
+    def copy(self, source: str, destination: str) -> StoredModel:
+        model = self.resolve(source)
+        target = str(parse_name(destination))
+        if model.manifest is not None:
+            manifest = replace(model.manifest, name=target)
+        else:
+            manifest = self.import_directory(model.path, target, source=f"copy of {model.name}")
+        return self.save(manifest)
+
+    def import_directory(self, directory: Path, name: str, *, source: str = "") -> Manifest:
+        """A manifest for the files of ``directory``, copied into the blob store (not yet saved)."""
+        backend = self.backend_for(directory)
+        if backend is None:
+            raise StoreError(f"{directory} holds no model a backend can load")
+        files = {}
+        for file in sorted(directory.rglob("*")):
+            relative = file.relative_to(directory).as_posix()
+            if not file.is_file() or any(p.startswith(".") for p in PurePosixPath(relative).parts):
+                continue
+            staging = self.blob_upload_path()
+            shutil.copyfile(file, staging)
+            files[relative] = self.add_blob(staging)
+        return Manifest(
+            name=name,
+            files=files,
+            info=self._read_info(backend, directory),
+            source=source or f"local:{directory}",
+            created_at=datetime.now().astimezone().isoformat(),
+        )
+
+    def delete(self, name: str) -> None:
+        """Remove the model called ``name`` (its manifest, or its plain directory)."""
+        model = self.resolve(name)
+        with self._lock:
+            if model.manifest is None:
+                path = self._inside(model.path)
+                if path.is_symlink():
+                    path.unlink()  # a link the user made to a model elsewhere: only the link goes
+                else:
+                    shutil.rmtree(path)
+                return
+            self.manifest_path(parse_name(model.name)).unlink()
+            self._collect(model.manifest)
+        self._cache.clear()
+
+    def _refuse_plain(self, name: ModelName) -> None:
+        for model in self._plain_models():
+            if model.name.lower() == name.key:
+                raise StoreError(
+                    f'model "{model.name}" is a directory in the store ({model.path}); remove or rename it first'
+                )
+
+    def _link_snapshot(self, manifest: Manifest) -> None:
+        target = self.snapshot_path(manifest)
+        if target.is_dir():
+            return
+        staging = self.root / "snapshots" / f".{uuid.uuid4().hex}"
+        for relative, digest in manifest.files.items():
+            link = staging / safe_relative(relative)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(os.path.relpath(self.blob_path(digest), link.parent))
+        staging.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, target)
+
+    def _collect(self, removed: Manifest) -> None:
+        """Delete the blobs and snapshot of ``removed`` that no other manifest uses."""
+        remaining = [m.manifest for m in self._managed_models() if m.manifest is not None]
+        used_blobs = {d for m in remaining for d in m.files.values()}
+        used_snapshots = {m.files_key() for m in remaining}
+        if removed.files_key() not in used_snapshots:
+            shutil.rmtree(self.snapshot_path(removed), ignore_errors=True)
+        for digest in set(removed.files.values()) - used_blobs:
+            self.blob_path(digest).unlink(missing_ok=True)
