@@ -18,15 +18,15 @@ from inference.backend import SamplingParams
 ROLES = ("system", "user", "assistant", "tool")
 
 # Ollama's option types; keys not listed are accepted and ignored.
-_FLOAT_OPTIONS = (
+FLOAT_OPTIONS = (
     "temperature", "top_p", "min_p", "typical_p", "repeat_penalty", "presence_penalty",
     "frequency_penalty", "mirostat_tau", "mirostat_eta", "tfs_z",
 )  # fmt: skip
-_INT_OPTIONS = (
+INT_OPTIONS = (
     "top_k", "seed", "num_predict", "num_keep", "repeat_last_n", "num_ctx", "num_batch",
     "num_gpu", "main_gpu", "num_thread", "mirostat", "draft_num_predict",
 )  # fmt: skip
-_BOOL_OPTIONS = ("use_mmap", "use_mlock", "numa", "low_vram", "f16_kv", "penalize_newline")
+BOOL_OPTIONS = ("use_mmap", "use_mlock", "numa", "low_vram", "f16_kv", "penalize_newline")
 
 
 async def read_body() -> dict[str, Any]:
@@ -158,19 +158,19 @@ def _repeat_window(n: int, num_ctx: int) -> int:
 
 
 def _option(key: str, value: Any) -> Any:
-    if key in _FLOAT_OPTIONS:
+    if key in FLOAT_OPTIONS:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BadRequest(f'option "{key}" must be of type float32')
         if not math.isfinite(value) or abs(value) > 3.4e38:
             raise BadRequest(f'option "{key}" must be a finite float32')
         return float(value)
-    if key in _INT_OPTIONS:
+    if key in INT_OPTIONS:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BadRequest(f'option "{key}" must be of type integer')
         if abs(value) > 2**62:
             raise BadRequest(f'option "{key}" is out of range')
         return int(value)
-    if key in _BOOL_OPTIONS:
+    if key in BOOL_OPTIONS:
         if not isinstance(value, bool):
             raise BadRequest(f'option "{key}" must be of type bool')
         return value
