@@ -101,7 +101,10 @@ def parse(text: str) -> dict[str, Any]:
 
 
 def _quoted(text: str) -> str:
-    return f'"""{text}"""'
+    """Triple quotes keep multi-line text readable; JSON quoting is exact for everything else."""
+    if "\n" in text and '"""' not in text and not text.endswith('"'):
+        return f'"""{text}"""'
+    return json.dumps(text, ensure_ascii=False)
 
 
 def parameter_lines(parameters: dict[str, Any]) -> list[tuple[str, str]]:

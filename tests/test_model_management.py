@@ -40,6 +40,10 @@ def tree(root: Path) -> list[str]:
     return sorted(str(p) for p in root.rglob("*"))
 
 
+def weights_size(model: Path) -> int:
+    return sum(f.stat().st_size for f in model.glob("*.safetensors"))
+
+
 def blobs(store: Path) -> set[str]:
     return {p.name for p in (store / "blobs").iterdir()} if (store / "blobs").is_dir() else set()
 
@@ -182,7 +186,7 @@ async def test_create_from_a_model_with_overrides(server: Server) -> None:
         assert shown["details"]["parent_model"] == "fake:latest"
         assert (
             "FROM fake:latest" in shown["modelfile"]
-            and 'SYSTEM """You are a pirate."""' in shown["modelfile"]
+            and 'SYSTEM "You are a pirate."' in shown["modelfile"]
         )
         reply = await client.post(
             "/api/chat",
@@ -353,3 +357,38 @@ async def test_least_recently_used_model_is_unloaded_beyond_the_limit(settings: 
             await client.post("/api/generate", json={"model": "slow", "keep_alive": "50ms"})
             await wait_until(lambda: server.services.engine.statistics().loaded == 1)
         stop.set()
+
+
+@pytest.mark.mlx
+async def test_unloading_gives_the_weights_memory_back(server: Server, tiny_dir: Path) -> None:
+    import mlx.core as mx
+
+    weights = weights_size(tiny_dir)
+    async with server.client() as client:
+        before = mx.get_active_memory()
+        assert (await client.post("/api/generate", json={"model": "tiny"})).json()["done_reason"] == "load"
+        loaded = mx.get_active_memory()
+        assert loaded - before >= weights * 0.9
+        unloaded = await client.post("/api/generate", json={"model": "tiny", "keep_alive": 0})
+        assert unloaded.json()["done_reason"] == "unload"
+        assert mx.get_active_memory() - before < weights * 0.1
+
+
+async def test_the_official_client_manages_models(server: Server) -> None:
+    client = ollama.AsyncClient(host=server.url)
+    created = await client.create(model="pirate", from_="fake", system="Arr.", parameters={"num_predict": 1})
+    assert created.status == "success"
+    assert (await client.copy("pirate", "crew/pirate:v2")).status == "success"
+    shown = await client.show("crew/pirate:v2")
+    assert (
+        "Arr." in (shown.modelfile or "")
+        and shown.details is not None
+        and shown.details.parent_model == "fake:latest"
+    )
+    reply = await client.chat(model="crew/pirate:v2", messages=[{"role": "user", "content": "x"}])
+    assert reply.message.content == "Hello"
+    assert (await client.delete("pirate")).status == "success"
+    assert {m.model for m in (await client.list()).models} >= {"crew/pirate:v2"}
+    with pytest.raises(ollama.ResponseError) as error:
+        await client.delete("pirate")
+    assert error.value.status_code == 404

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from app import modelfile
 from app.config import Settings, parse_host
 from app.durations import DurationError, parse_duration
 from inference.stops import StopMatcher
@@ -101,15 +102,89 @@ def test_settings_prefer_trillm_then_ollama(monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.mark.parametrize(
     ("name", "canonical"),
-    [("tiny", "tiny:latest"), ("Tiny:Q4", "Tiny:Q4"), ("ns/model:tag", "ns/model:tag")],
+    [
+        ("tiny", "tiny:latest"),
+        ("Tiny:Q4", "Tiny:Q4"),
+        ("ns/model:tag", "ns/model:tag"),
+        ("hf.co/org/repo", "org/repo:latest"),
+        ("huggingface.co/org/repo:Q4_K_M", "org/repo:Q4_K_M"),
+    ],
 )
 def test_names(name: str, canonical: str) -> None:
     assert normalize_name(name) == canonical
 
 
 @pytest.mark.parametrize(
-    "name", ["../x", "a/../b", "/abs", "a\\b", "x\x00", "a" * 81, "%2e%2e%2f", "a:b:c", "", "a/b/c"]
+    "name",
+    [
+        "../x",
+        "a/../b",
+        "/abs",
+        "a\\b",
+        "x\x00",
+        "a" * 81,
+        "%2e%2e%2f",
+        "a:b:c",
+        "",
+        "a/b/c",
+        "x\n",
+        "hf.co/../x",
+    ],
 )
 def test_bad_names(name: str) -> None:
     with pytest.raises(InvalidModelName):
         normalize_name(name)
+
+
+def test_modelfile_round_trip() -> None:
+    text = """# a comment
+FROM ./weights
+PARAMETER temperature 0.2
+PARAMETER num_predict 64
+PARAMETER stop "<|im_end|>"
+PARAMETER stop </s>
+SYSTEM \"\"\"You are
+a pirate.\"\"\"
+template "{{ messages }}"
+MESSAGE user hello there
+MESSAGE assistant "arr \\"matey\\""
+LICENSE MIT
+"""
+    body = modelfile.parse(text)
+    assert body == {
+        "from": "./weights",
+        "parameters": {"temperature": 0.2, "num_predict": 64, "stop": ["<|im_end|>", "</s>"]},
+        "system": "You are\na pirate.",
+        "template": "{{ messages }}",
+        "messages": [
+            {"role": "user", "content": "hello there"},
+            {"role": "assistant", "content": 'arr "matey"'},
+        ],
+        "license": "MIT",
+    }
+    rendered = modelfile.render(
+        "./weights",
+        parameters=body["parameters"],
+        system=body["system"],
+        template=body["template"],
+        messages=body["messages"],
+        license_=body["license"],
+    )
+    assert modelfile.parse(rendered) == body
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("SYSTEM hi\n", "needs a FROM"),
+        ("FROM x\nBOGUS y\n", "unknown command 'BOGUS'"),
+        ("FROM x\nPARAMETER top_k many\n", "top_k"),
+        ('FROM x\nSYSTEM """never closed\n', "never closed"),
+        ("FROM x\nMESSAGE robot hi\n", "MESSAGE role"),
+        ("FROM x\nADAPTER ./lora\n", "not supported"),
+        ("FROM\n", "missing value"),
+    ],
+)
+def test_modelfile_errors_name_the_problem(text: str, words: str) -> None:
+    with pytest.raises(modelfile.ModelfileError, match=words):
+        modelfile.parse(text)
