@@ -184,10 +184,7 @@ async def test_create_from_a_model_with_overrides(server: Server) -> None:
         assert shown["template"] == "[T]{{ messages }}[/T]"
         assert "num_predict" in shown["parameters"] and '"!"' in shown["parameters"]
         assert shown["details"]["parent_model"] == "fake:latest"
-        assert (
-            "FROM fake:latest" in shown["modelfile"]
-            and 'SYSTEM "You are a pirate."' in shown["modelfile"]
-        )
+        assert "FROM fake:latest" in shown["modelfile"] and 'SYSTEM "You are a pirate."' in shown["modelfile"]
         reply = await client.post(
             "/api/chat",
             json={
