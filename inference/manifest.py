@@ -39,6 +39,7 @@ class Manifest:
     name: str
     files: dict[str, str]  # relative path -> "sha256:HEX"
     info: ModelInfo
+    format: str = "safetensors"  # or "gguf": which kind of backend serves the files
     source: str = ""
     parent: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)

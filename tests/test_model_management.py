@@ -165,6 +165,21 @@ async def test_pull_errors_are_clear(server: Server, hub: FakeHub, monkeypatch: 
         assert (await client.get("/")).status_code == 200
 
 
+@pytest.mark.mlx
+async def test_a_full_disk_is_reported_before_downloading(
+    server: Server, hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    async with server.client() as client:
+        response = await client.post("/api/pull", json={"model": REPO, "stream": False})
+    assert response.status_code == 507 and "not enough disk space" in response.json()["error"]
+    assert hub.downloads("model.safetensors") == []
+
+
 async def test_create_from_a_model_with_overrides(server: Server) -> None:
     body = {
         "model": "team/pirate:v1",
