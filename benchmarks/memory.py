@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-from benchmarks.overhead import build, start_server
+from benchmarks.overhead import build, serving
 
 
 def rss_mb(pid: int) -> float:
@@ -32,36 +31,23 @@ def main() -> None:
     args = parser.parse_args()
     path = args.model or build("50M")
     weights = sum(f.stat().st_size for f in path.glob("*.safetensors")) / 2**20
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp)
-        (store / "bench").symlink_to(path.resolve())
-        proc, url = start_server(store)
-        try:
-            with httpx.Client(base_url=url, timeout=None) as client:
-                time.sleep(1)
-                base = rss_mb(proc.pid)
-                print(f"weights on disk {weights:8.1f} MB")
-                print(f"server idle     {base:8.1f} MB RSS")
-                for cycle in range(1, args.cycles + 1):
-                    body = {
-                        "model": "bench",
-                        "prompt": "Hello",
-                        "options": {"num_predict": 8},
-                        "stream": False,
-                    }
-                    client.post("/api/generate", json=body).raise_for_status()
-                    loaded = rss_mb(proc.pid)
-                    client.post("/api/generate", json={"model": "bench", "keep_alive": 0}).raise_for_status()
-                    time.sleep(0.5)
-                    unloaded = rss_mb(proc.pid)
-                    freed = (loaded - unloaded) / max(loaded - base, 1e-9)
-                    print(
-                        f"cycle {cycle}: loaded {loaded:8.1f} MB, unloaded {unloaded:8.1f} MB "
-                        f"({freed:.0%} of the load returned, {unloaded - base:+.1f} MB vs idle)"
-                    )
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with serving(path) as (proc, url), httpx.Client(base_url=url, timeout=None) as client:
+        time.sleep(1)
+        base = rss_mb(proc.pid)
+        print(f"weights on disk {weights:8.1f} MB")
+        print(f"server idle     {base:8.1f} MB RSS")
+        for cycle in range(1, args.cycles + 1):
+            body = {"model": "bench", "prompt": "Hello", "options": {"num_predict": 8}, "stream": False}
+            client.post("/api/generate", json=body).raise_for_status()
+            loaded = rss_mb(proc.pid)
+            client.post("/api/generate", json={"model": "bench", "keep_alive": 0}).raise_for_status()
+            time.sleep(0.5)
+            unloaded = rss_mb(proc.pid)
+            freed = (loaded - unloaded) / max(loaded - base, 1e-9)
+            print(
+                f"cycle {cycle}: loaded {loaded:8.1f} MB, unloaded {unloaded:8.1f} MB "
+                f"({freed:.0%} of the load returned, {unloaded - base:+.1f} MB vs idle)"
+            )
 
 
 if __name__ == "__main__":

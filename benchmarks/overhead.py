@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -95,14 +97,25 @@ def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("server did not start")
 
 
-def compare(path: Path, tokens: int, rounds: int) -> dict[str, float]:
-    import mlx_lm
-
-    model, tokenizer = mlx_lm.load(str(path))[:2]
+@contextmanager
+def serving(path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``trillm serve`` on a temporary store holding ``path`` as the model ``bench``."""
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp)
         (store / "bench").symlink_to(path.resolve())
         proc, url = start_server(store)
+        try:
+            yield proc, url
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def compare(path: Path, tokens: int, rounds: int) -> dict[str, float]:
+    import mlx_lm
+
+    model, tokenizer = mlx_lm.load(str(path))[:2]
+    with serving(path) as (_, url):
         client = httpx.Client(base_url=url, timeout=None)  # one connection, as real clients keep
         try:
             server_run(client, "bench", 4)  # load the model and warm up
@@ -114,8 +127,6 @@ def compare(path: Path, tokens: int, rounds: int) -> dict[str, float]:
                     times.setdefault(("srv", n), []).append(server_run(client, "bench", n))
         finally:
             client.close()
-            proc.terminate()
-            proc.wait(10)
     med = {key: statistics.median(values) for key, values in times.items()}
     # Decode speed from the difference of two lengths: prefill and fixed costs cancel out.
     raw_tps = tokens / (med[("raw", 2 * tokens)] - med[("raw", tokens)])

@@ -16,14 +16,13 @@ import argparse
 import itertools
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from benchmarks.overhead import CACHE, start_server
+from benchmarks.overhead import CACHE, serving
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -103,22 +102,14 @@ def main() -> None:
     args = parser.parse_args()
     path = build_big_vocab()
     vocab = json.loads((path / "config.json").read_text())["vocab_size"]
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp)
-        (store / "bench").symlink_to(path.resolve())
-        proc, url = start_server(store)
-        try:
-            with httpx.Client(base_url=url, timeout=None) as client:
-                decode_rate(client, 0, SCHEMA)  # load the model, build its llguidance tokenizer
-                free, constrained, lengths = [], [], []
-                for seed in range(1, args.rounds + 1):
-                    free.append(decode_rate(client, seed, None)[0])
-                    rate, count = decode_rate(client, seed, SCHEMA)
-                    constrained.append(rate)
-                    lengths.append(count)
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with serving(path) as (_, url), httpx.Client(base_url=url, timeout=None) as client:
+        decode_rate(client, 0, SCHEMA)  # load the model, build its llguidance tokenizer
+        free, constrained, lengths = [], [], []
+        for seed in range(1, args.rounds + 1):
+            free.append(decode_rate(client, seed, None)[0])
+            rate, count = decode_rate(client, seed, SCHEMA)
+            constrained.append(rate)
+            lengths.append(count)
     setup = setup_times(path)
     free_tps, cons_tps = statistics.median(free), statistics.median(constrained)
     print(f"model: random weights, hidden 64, 2 layers, vocabulary {vocab}")
