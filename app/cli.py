@@ -80,10 +80,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(host: str | None, models: str | None) -> int:
+    from app.security import InsecureBind, check_exposure
     from app.server import create_app, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env(host=host, models=models)
+    try:
+        check_exposure(settings)
+    except InsecureBind as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 1
     settings.models.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     logging.getLogger("trillm").info(

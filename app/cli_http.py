@@ -8,6 +8,7 @@ server sends is shown as its message, never as a traceback.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,7 +45,9 @@ class Client:
 
     def __init__(self, host: str | None) -> None:
         self.url = base_url(host)
-        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(30.0, read=None))
+        key = os.environ.get("TRILLM_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(30.0, read=None))
 
     def check(self) -> None:
         try:

@@ -22,6 +22,10 @@ def _env(name: str) -> str | None:
     return value or None
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def parse_host(value: str) -> tuple[str, int]:
     """``host[:port]`` with an optional ``http://`` prefix, as ``OLLAMA_HOST`` accepts."""
     value = value.strip()
@@ -52,6 +56,26 @@ class Settings:
     origins: tuple[str, ...] = ()
     context_length: int = 4096
     max_loaded_models: int = 3  # Ollama's default on one GPU
+    api_key: str | None = None
+    allow_insecure_bind: bool = False  # serve a non-loopback address without an API key
+    management: bool = True  # pull, create, copy, delete and blob uploads
+    metrics: bool = False  # GET /metrics (Prometheus)
+    max_headers: int = 100  # more request headers than this get 431
+    header_timeout: float = 30.0  # a connection must send its request headers within this
+    body_timeout: float = 60.0  # and its body within this once the headers are in
+
+    def exposed(self) -> bool:
+        """Whether the bind address is reachable from other machines."""
+        from app.security import is_loopback
+
+        return not is_loopback(self.host)
+
+    def public(self) -> dict[str, object]:
+        """The effective configuration, for the log line users paste into bug reports."""
+        out = {key: value for key, value in vars(self).items() if key != "api_key"}
+        out["api_key"] = "set" if self.api_key else "unset"
+        out["models"] = str(self.models)
+        return out
 
     @classmethod
     def from_env(cls, host: str | None = None, models: str | None = None) -> Settings:
@@ -73,6 +97,15 @@ class Settings:
             settings.origins = tuple(o.strip() for o in origins.split(",") if o.strip())
         if loaded := _env("MAX_LOADED_MODELS"):
             settings.max_loaded_models = int(loaded) or 3  # 0 means "auto" to Ollama
+        settings.api_key = os.environ.get("TRILLM_API_KEY") or None
+        settings.allow_insecure_bind = _flag("TRILLM_ALLOW_INSECURE_BIND")
+        settings.management = not _flag("TRILLM_DISABLE_MANAGEMENT")
+        settings.metrics = _flag("TRILLM_METRICS")
+        for name, attribute in (("HEADER_TIMEOUT", "header_timeout"), ("BODY_TIMEOUT", "body_timeout")):
+            if value := os.environ.get(f"TRILLM_{name}"):
+                setattr(settings, attribute, parse_duration(value, bare_number_is_seconds=True))
+        if headers := os.environ.get("TRILLM_MAX_HEADERS"):
+            settings.max_headers = int(headers)
         if context := _env("CONTEXT_LENGTH"):
             settings.context_length = int(context)
         return settings

@@ -6,15 +6,19 @@ Each helper raises :class:`~app.errors.BadRequest` with a message naming the off
 from __future__ import annotations
 
 import json
+import logging
 import math
+from collections.abc import AsyncIterator
 from typing import Any
 
+import trio
 from quart import current_app, request
 
 from app.durations import DurationError, parse_duration
-from app.errors import BadRequest, PayloadTooLarge
+from app.errors import ApiError, BadRequest, PayloadTooLarge
 from inference.backend import SamplingParams
 
+log = logging.getLogger("trillm.http")
 ROLES = ("system", "user", "assistant", "tool")
 
 # Ollama's option types; keys not listed are accepted and ignored.
@@ -53,11 +57,35 @@ async def read_raw(limit: int | None) -> bytes:
     if limit is not None and (request.content_length or 0) > limit:
         raise too_large
     data = bytearray()
-    async for chunk in request.body:
+    async for chunk in body_chunks():
         data += chunk
         if limit is not None and len(data) > limit:
             raise too_large
     return bytes(data)
+
+
+async def body_chunks(*, idle: bool = False) -> AsyncIterator[bytes]:
+    """The request body as it arrives; 408 if it takes longer than the body timeout.
+
+    With ``idle`` the timeout is the longest wait between two chunks (for large uploads),
+    otherwise it bounds the whole body.
+    """
+    seconds = current_app.config["TRILLM_BODY_TIMEOUT"]
+    deadline = trio.current_time() + seconds
+    chunks = aiter(request.body)
+    while True:
+        if idle:
+            deadline = trio.current_time() + seconds
+        chunk = None
+        with trio.move_on_at(deadline):
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+        if chunk is None:
+            log.warning("request body timeout (%.0fs) on %s %s", seconds, request.method, request.path)
+            raise ApiError(f"the request body did not arrive within {seconds:.0f} seconds", 408)
+        yield chunk
 
 
 def typed(body: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:

@@ -132,7 +132,7 @@ def register(app: Quart, services: Services) -> None:
         staging = store.blob_upload_path()
         try:
             async with await trio.open_file(staging, "wb") as file:
-                async for chunk in request.body:
+                async for chunk in fields.body_chunks(idle=True):
                     await file.write(chunk)
             await trio.to_thread.run_sync(store.add_blob, staging, digest)
         except StoreError as error:

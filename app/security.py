@@ -1,20 +1,54 @@
-"""Safe defaults at the edge: the DNS-rebinding Host guard and the CORS allow-list.
+"""Safe defaults at the edge: Host guard, API key, header limit, management switch and CORS.
 
 On a loopback bind a browser page on any site could otherwise reach the server through a DNS
 name that resolves to 127.0.0.1; requests whose Host is not local are refused with 403, as Ollama
-does (CVE-2024-28224). CORS follows Ollama's allow-list plus ``TRILLM_ORIGINS``/``OLLAMA_ORIGINS``.
+does (CVE-2024-28224). With ``TRILLM_API_KEY`` set, every route needs the key, as
+``Authorization: Bearer KEY`` or ``X-Api-Key: KEY`` (401 otherwise; CORS preflights excepted, since
+browsers send them without credentials). A request with more than ``max_headers`` headers gets 431;
+``TRILLM_DISABLE_MANAGEMENT`` turns pull, create, copy, delete and blob uploads off (403). CORS
+follows Ollama's allow-list plus ``TRILLM_ORIGINS``/``OLLAMA_ORIGINS``.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hmac
 import ipaddress
+import logging
 import socket
 
 from quart import Quart, Response, request
+from werkzeug.datastructures import Headers
 
 from app.config import Settings
+from app.errors import error_response
 from app.ndjson import json_response
+
+log = logging.getLogger("trillm.http")
+MANAGEMENT_ROUTES = ("/api/pull", "/api/create", "/api/copy", "/api/delete", "/api/blobs/")
+
+
+class InsecureBind(Exception):
+    """Serving a non-loopback address without an API key, and without opting out."""
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve the network without a key unless the operator says so explicitly."""
+    if settings.exposed() and not settings.api_key and not settings.allow_insecure_bind:
+        raise InsecureBind(
+            f"refusing to listen on {settings.host}, which other machines can reach, without an API "
+            "key: set TRILLM_API_KEY (clients send it as 'Authorization: Bearer KEY'), or set "
+            "TRILLM_ALLOW_INSECURE_BIND=1 to serve without one"
+        )
+
+
+def presented_key(headers: Headers) -> str:
+    """The key a request carries, from ``Authorization: Bearer`` or ``X-Api-Key``."""
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return headers.get("X-Api-Key", "").strip()
+
 
 DEFAULT_ORIGINS = (
     "http://localhost", "https://localhost", "http://localhost:*", "https://localhost:*",
@@ -61,12 +95,30 @@ def install(app: Quart, settings: Settings) -> None:
     def origin_allowed(origin: str) -> bool:
         return any(fnmatch.fnmatchcase(origin, pattern) for pattern in origins)
 
+    key = settings.api_key.encode() if settings.api_key else None
+
     @app.before_request
     async def _guard() -> Response | None:
         if guard_host and not host_is_local(request.headers.get("Host", "")):
             return json_response({"error": "forbidden: Host header is not a local address"}, 403)
+        if len(request.headers) > settings.max_headers:
+            log.warning(
+                "refused a request with %d headers (limit %d)", len(request.headers), settings.max_headers
+            )
+            return error_response(f"too many request headers (the limit is {settings.max_headers})", 431)
         if request.method == "OPTIONS":
             return Response("", status=204)
+        if key is not None and not hmac.compare_digest(presented_key(request.headers).encode(), key):
+            response = error_response(
+                "unauthorized: this server needs an API key, sent as 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'",
+                401,
+            )
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        if not settings.management and request.path.startswith(MANAGEMENT_ROUTES):
+            return error_response(
+                "model management is disabled on this server (TRILLM_DISABLE_MANAGEMENT)", 403
+            )
         return None
 
     @app.after_request

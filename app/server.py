@@ -6,6 +6,7 @@ the first connection, and cancelled on shutdown, which unloads every model.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,7 @@ def create_app(settings: Settings, backends: list[Backend] | None = None) -> Qua
     # Bodies are capped where they are read (fields.read_raw), so that blob uploads can be large.
     app.config["MAX_CONTENT_LENGTH"] = None
     app.config["TRILLM_MAX_BODY_BYTES"] = settings.max_body_bytes
+    app.config["TRILLM_BODY_TIMEOUT"] = settings.body_timeout
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = None
     app.extensions["trillm"] = services
@@ -59,6 +61,10 @@ def create_app(settings: Settings, backends: list[Backend] | None = None) -> Qua
     chat.register(app, services)
     openai_chat.register(app, services)
     openai_models.register(app, services)
+    if settings.metrics:
+        from app import metrics
+
+        metrics.install(app, engine)
 
     @app.before_serving
     async def _start_engine() -> None:
@@ -73,6 +79,9 @@ def hypercorn_config(settings: Settings) -> Config:
     config.bind = [f"{host}:{settings.port}"]
     config.accesslog = None
     config.graceful_timeout = GRACE_SECONDS
+    # Hypercorn closes a connection that has not finished sending its request headers after the
+    # keep-alive timeout (slow-header clients), as it closes idle keep-alive connections.
+    config.keep_alive_timeout = settings.header_timeout
     return config
 
 
@@ -97,6 +106,7 @@ async def serve(
     """
     engine: Engine = app.extensions["trillm"].engine
     trigger = shutdown_trigger or wait_for_signal
+    log.info("server config %s", json.dumps(settings.public(), sort_keys=True))
 
     async def shutdown() -> None:
         await trigger()

@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,8 @@ class EngineStatistics:
     active: int
     loaded: int
     jobs_done: int
+    loads: int = 0
+    unloads: int = 0
 
 
 class Engine:
@@ -79,7 +82,11 @@ class Engine:
         self._resident: dict[str, Resident] = {}
         self._worker = WorkerThread()
         self._jobs_done = 0
+        self._loads = 0
+        self._unloads = 0
         self.history: deque[JobReport] = deque(maxlen=1024)
+        # Called on the Trio thread with each finished job's report (request logs, metrics).
+        self.observers: list[Callable[[JobReport], None]] = [log_report]
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -120,6 +127,8 @@ class Engine:
             active=0 if self._active is None else 1,
             loaded=len(self._resident),
             jobs_done=self._jobs_done,
+            loads=self._loads,
+            unloads=self._unloads,
         )
 
     async def unload(self, name: str) -> None:
@@ -152,7 +161,7 @@ class Engine:
         except ValueError:
             return  # already running or finished: the thread sees the cancel flag
         job.report.outcome = "cancelled while queued"
-        self.history.append(job.report)
+        self._record(job)
         job.end_unheard()
 
     # -- scheduling --------------------------------------------------------------------------
@@ -173,13 +182,23 @@ class Engine:
             finally:
                 self._active = None
                 self._jobs_done += 1
-                self.history.append(job.report)
+                self._record(job)
                 self._residency_changed.set()
+
+    def _record(self, job: Job) -> None:
+        job.report.total_seconds = time.perf_counter() - job.submitted
+        self.history.append(job.report)
+        for observe in self.observers:
+            try:
+                observe(job.report)
+            except Exception:  # an observer must never break scheduling
+                log.exception("request observer failed")
 
     def _execute(self, job: Job) -> None:
         """Run one job to its end on the worker thread."""
         request = job.request
         job.report.started = True
+        job.report.queue_seconds = time.perf_counter() - job.submitted
         if job.cancelled:
             job.report.outcome = "cancelled while queued"
             return
@@ -193,7 +212,8 @@ class Engine:
         except Exception as error:
             log.warning("loading %s failed: %s", request.model, error)
             job.report.outcome = "failed"
-            job.emit(Failed(f"failed to load model '{request.model}': {error}"))
+            status = 503 if isinstance(error, MemoryError) else 500
+            job.emit(Failed(f"failed to load model '{request.model}': {error}", status))
             return
         resident.busy += 1
         resident.last_used = time.monotonic()
@@ -216,6 +236,7 @@ class Engine:
         backend = self.backend_for(path)
         self._make_room()
         model = backend.load(path)
+        self._loads += 1
         resident = Resident(name, path, model, model.info, math.inf)
         self._resident[name] = resident
         log.info("loaded %s with %s", name, backend.name)
@@ -246,6 +267,7 @@ class Engine:
         resident = self._resident.pop(name, None)
         if resident is not None:
             resident.model.close()
+            self._unloads += 1
             log.info("unloaded %s", name)
 
     def _unload_expired(self) -> None:
@@ -266,6 +288,24 @@ class Engine:
                 await self._residency_changed.wait()
             if any(r.expires_at <= time.monotonic() for r in self._snapshot()):
                 await self._worker.run(self._unload_expired)
+
+
+def log_report(report: JobReport) -> None:
+    """One structured line per request: model, tokens, durations and outcome."""
+    ttft = "-" if report.first_token_seconds is None else f"{report.first_token_seconds * 1e3:.1f}ms"
+    log.info(
+        "request model=%s kind=%s outcome=%s done_reason=%s prompt_tokens=%d generated_tokens=%d "
+        "queue=%.1fms ttft=%s total=%.1fms",
+        report.model,
+        report.kind,
+        report.outcome.replace(" ", "_"),
+        report.done_reason or "-",
+        report.prompt_tokens,
+        report.generated_tokens,
+        report.queue_seconds * 1e3,
+        ttft,
+        report.total_seconds * 1e3,
+    )
 
 
 def _since(start: float) -> int:

@@ -7,8 +7,9 @@ A fake model is a directory holding ``fake.json``::
 
 It "generates" the pieces in order (repeating them when ``loop`` is true), sleeping ``delay``
 seconds per token and ``prefill_delay`` seconds per prompt token, raises at token ``fail_at``, and
-refuses to load with ``load_error``. Tokens are characters (ids are code points), so prompts and
-contexts round-trip. Every prompt it receives is recorded in :attr:`FakeBackend.prompts`.
+refuses to load with ``load_error``; ``"fail_with": "memory"`` makes either failure an
+out-of-memory error. Tokens are characters (ids are code points), so prompts and contexts
+round-trip. Every prompt it receives is recorded in :attr:`FakeBackend.prompts`.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class FakeModel:
         while True:
             for piece in pieces:
                 if fail_at is not None and n >= int(fail_at):
+                    if self._script.get("fail_with") == "memory":
+                        raise MemoryError("[metal::malloc] injected: out of memory")
                     raise RuntimeError("injected failure")
                 time.sleep(float(self._script.get("delay", 0.0)))
                 n += 1
@@ -110,6 +113,8 @@ class FakeBackend:
     def load(self, path: Path) -> FakeModel:
         script = self._script(path)
         if script.get("load_error"):
+            if script.get("fail_with") == "memory":
+                raise MemoryError(str(script["load_error"]))
             raise ModelLoadError(str(script["load_error"]))
         time.sleep(float(script.get("load_delay", 0.0)))
         self.loads += 1

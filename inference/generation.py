@@ -41,6 +41,10 @@ def run_generation(job: Job, model: LoadedModel) -> None:
         _generate(job, model)
     except GenerationCancelled:
         job.report.outcome = "cancelled"
+    except MemoryError as error:
+        log.error("out of memory generating for %s: %s", job.request.model, error)
+        job.report.outcome = "failed"
+        job.emit(Failed(f"out of memory while running the model ({error}); try a shorter prompt or num_ctx", 503))
     except Exception as error:
         log.exception("generation for %s failed", job.request.model)
         job.report.outcome = "failed"
@@ -143,6 +147,7 @@ def _generate(job: Job, model: LoadedModel) -> None:
         job.emit(Failed(f"context holds token ids outside this model's vocabulary of {vocab}", 400))
         return
     prompt = [*request.context, *model.tokenize(text)]
+    job.report.prompt_tokens = len(prompt)
     if len(prompt) >= request.num_ctx:
         job.report.outcome = "failed"
         job.emit(Failed(f"{CONTEXT_TOO_LONG} ({len(prompt)} >= num_ctx {request.num_ctx})", 400))
@@ -162,7 +167,7 @@ def _generate(job: Job, model: LoadedModel) -> None:
     stops = StopMatcher(request.stop)
     generated: list[int] = []
     done_reason = "length"
-    first_token_at = start
+    first_token_at = last_token_at = start
     steps = model.generate(prompt, request.params, job.should_stop, constraint)
     try:
         while len(generated) < budget:
@@ -174,8 +179,13 @@ def _generate(job: Job, model: LoadedModel) -> None:
             if job.cancelled:
                 job.report.steps_after_cancel += 1
                 raise GenerationCancelled
+            now = time.perf_counter()
             if not generated:
-                first_token_at = time.perf_counter()
+                first_token_at = now
+                job.report.first_token_seconds = now - job.submitted
+            else:
+                job.report.token_gaps.append(now - last_token_at)
+            last_token_at = now
             generated.append(step.token)
             if step.logprob is not None:
                 reply.scores.append(step.logprob)
@@ -195,6 +205,7 @@ def _generate(job: Job, model: LoadedModel) -> None:
         return
     finally:
         steps.close()
+        job.report.generated_tokens = len(generated)
     end = time.perf_counter()
     if steering.output_format is not None:
         try:
@@ -204,6 +215,7 @@ def _generate(job: Job, model: LoadedModel) -> None:
             job.emit(Failed(f"{MISMATCH}: {error} (done_reason: {done_reason})", 422))
             return
     job.report.outcome = "done"
+    job.report.done_reason = done_reason
     job.emit(
         Finished(
             done_reason=done_reason,

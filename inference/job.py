@@ -121,6 +121,14 @@ class JobReport:
     prefill_checks: int = 0
     checks_after_cancel: int = 0
     started: bool = False
+    kind: str = "generate"
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    done_reason: str = ""
+    queue_seconds: float = 0.0  # submitted -> picked up by the worker
+    first_token_seconds: float | None = None  # submitted -> first token
+    total_seconds: float = 0.0  # submitted -> end
+    token_gaps: list[float] = field(default_factory=list)  # seconds between consecutive tokens
 
 
 class Job:
@@ -129,7 +137,7 @@ class Job:
     def __init__(self, request: GenerationRequest, on_close: Callable[[Job], None] | None = None) -> None:
         self.request = request
         self.submitted = time.perf_counter()
-        self.report = JobReport(model=request.model)
+        self.report = JobReport(model=request.model, kind=request.kind)
         self.cancelled = False
         self._send, self._recv = trio.open_memory_channel[Event](CHANNEL_CAPACITY)
         self._credits = threading.Semaphore(CHANNEL_CAPACITY)
