@@ -44,7 +44,9 @@ def run_generation(job: Job, model: LoadedModel) -> None:
     except MemoryError as error:
         log.error("out of memory generating for %s: %s", job.request.model, error)
         job.report.outcome = "failed"
-        job.emit(Failed(f"out of memory while running the model ({error}); try a shorter prompt or num_ctx", 503))
+        job.emit(
+            Failed(f"out of memory while running the model ({error}); try a shorter prompt or num_ctx", 503)
+        )
     except Exception as error:
         log.exception("generation for %s failed", job.request.model)
         job.report.outcome = "failed"
