@@ -6,6 +6,7 @@ Every error is ``{"error": "<message>"}`` with the status Ollama uses::
     ├── BadRequest          400  malformed body, field or option
     ├── Forbidden           403  non-local Host on a loopback bind
     ├── NotFound            404  unknown model or route
+    ├── BodyTimeout         408  body not sent in time
     ├── PayloadTooLarge     413  body over the cap
     ├── ServiceUnavailable  503  queue full (with Retry-After)
     └── (500)                    anything unexpected, logged with its traceback
@@ -39,9 +40,14 @@ class ApiError(Exception):
             self.status = status
 
     param: str | None = None
+    # Set when the request body was not read to its end: the connection cannot carry another request.
+    close_connection = False
 
     def response(self) -> Response:
-        return error_response(self.message, self.status, self.param)
+        response = error_response(self.message, self.status, self.param)
+        if self.close_connection:
+            response.headers["Connection"] = "close"
+        return response
 
 
 class BadRequest(ApiError):
@@ -58,6 +64,12 @@ class NotFound(ApiError):
 
 class PayloadTooLarge(ApiError):
     status = 413
+    close_connection = True
+
+
+class BodyTimeout(ApiError):
+    status = 408
+    close_connection = True
 
 
 class ServiceUnavailable(ApiError):

@@ -15,7 +15,7 @@ import trio
 from quart import current_app, request
 
 from app.durations import DurationError, parse_duration
-from app.errors import ApiError, BadRequest, PayloadTooLarge
+from app.errors import BadRequest, BodyTimeout, PayloadTooLarge
 from inference.backend import SamplingParams
 
 log = logging.getLogger("trillm.http")
@@ -84,7 +84,7 @@ async def body_chunks(*, idle: bool = False) -> AsyncIterator[bytes]:
                 return
         if chunk is None:
             log.warning("request body timeout (%.0fs) on %s %s", seconds, request.method, request.path)
-            raise ApiError(f"the request body did not arrive within {seconds:.0f} seconds", 408)
+            raise BodyTimeout(f"the request body did not arrive within {seconds:.0f} seconds")
         yield chunk
 
 

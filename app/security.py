@@ -99,6 +99,12 @@ def install(app: Quart, settings: Settings) -> None:
 
     @app.before_request
     async def _guard() -> Response | None:
+        refusal = _refusal()
+        if refusal is not None and refusal.status_code != 204:
+            refusal.headers["Connection"] = "close"  # its body is left unread
+        return refusal
+
+    def _refusal() -> Response | None:
         if guard_host and not host_is_local(request.headers.get("Host", "")):
             return json_response({"error": "forbidden: Host header is not a local address"}, 403)
         if len(request.headers) > settings.max_headers:
