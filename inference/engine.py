@@ -4,8 +4,8 @@ One :class:`Engine` lives in the application's nursery (``await nursery.start(en
 admits requests into a bounded FIFO queue, runs them one at a time on the dedicated worker thread
 (batching comes later), keeps loaded models resident for their ``keep_alive`` and unloads them when
 it runs out, or, when ``max_loaded`` models are in memory and another is needed, unloads the one
-used least recently. A request is linked to its generation only by its :class:`~inference.job.Job`; closing
-the job is what cancels the work, wherever it is.
+used least recently. A request is linked to its generation only by its
+:class:`~inference.job.Job`; closing the job is what cancels the work, wherever it is.
 """
 
 from __future__ import annotations
