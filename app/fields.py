@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
-from quart import current_app, request
+from quart import current_app, g, request
 
 from app.durations import DurationError, parse_duration
 from app.errors import BadRequest, BodyTimeout, PayloadTooLarge
@@ -81,6 +81,7 @@ async def body_chunks(*, idle: bool = False) -> AsyncIterator[bytes]:
             try:
                 chunk = await anext(chunks)
             except StopAsyncIteration:
+                g.body_read = True
                 return
         if chunk is None:
             log.warning("request body timeout (%.0fs) on %s %s", seconds, request.method, request.path)

@@ -206,4 +206,7 @@ def register(app: Quart, services: Services) -> None:
 
     @app.post("/v1/embeddings")
     async def embeddings() -> Response:
-        return error_response("embeddings are not supported yet: no embedding model kind exists", 501)
+        # No embedding model kind exists yet, so every model refuses, as a chat model does in Ollama.
+        body = await fields.read_body()
+        model = services.find_model(body.get("model"))
+        return error_response(f'"{model.name}" does not support embeddings', 400, "model")

@@ -22,7 +22,6 @@ from werkzeug.datastructures import Headers
 
 from app.config import Settings
 from app.errors import error_response
-from app.ndjson import json_response
 
 log = logging.getLogger("trillm.http")
 MANAGEMENT_ROUTES = ("/api/pull", "/api/create", "/api/copy", "/api/delete", "/api/blobs/")
@@ -99,14 +98,8 @@ def install(app: Quart, settings: Settings) -> None:
 
     @app.before_request
     async def _guard() -> Response | None:
-        refusal = _refusal()
-        if refusal is not None and refusal.status_code != 204:
-            refusal.headers["Connection"] = "close"  # its body is left unread
-        return refusal
-
-    def _refusal() -> Response | None:
         if guard_host and not host_is_local(request.headers.get("Host", "")):
-            return json_response({"error": "forbidden: Host header is not a local address"}, 403)
+            return error_response("forbidden: Host header is not a local address", 403)
         if len(request.headers) > settings.max_headers:
             log.warning(
                 "refused a request with %d headers (limit %d)", len(request.headers), settings.max_headers

@@ -16,7 +16,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
-from app import chat, generate, health, manage, models, openai_chat, openai_models, security
+from app import chat, generate, health, manage, models, openai_chat, openai_models, openapi, security
 from app.config import Settings
 from app.errors import install_error_handlers
 from app.services import Services
@@ -61,6 +61,7 @@ def create_app(settings: Settings, backends: list[Backend] | None = None) -> Qua
     chat.register(app, services)
     openai_chat.register(app, services)
     openai_models.register(app, services)
+    openapi.register(app, metrics=settings.metrics)
     if settings.metrics:
         from app import metrics
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from quart_trio import QuartTrio
 
 from app.config import Settings
 from app.server import create_app, serve
@@ -101,6 +102,7 @@ class Server:
     url: str
     services: Services
     fake: FakeBackend
+    app: QuartTrio
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, timeout=60)
@@ -114,7 +116,7 @@ async def start_server(nursery: trio.Nursery, settings: Settings) -> tuple[Serve
         lambda task_status: serve(app, settings, shutdown_trigger=stop.wait, task_status=task_status)
     )
     url = urls[0].replace("0.0.0.0", "127.0.0.1")
-    return Server(url=url, services=app.extensions["trillm"], fake=fake), stop
+    return Server(url=url, services=app.extensions["trillm"], fake=fake, app=app), stop
 
 
 @pytest.fixture
