@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -20,6 +21,14 @@ from inference.job import JobReport
 
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
 TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+
+
+def _task_count() -> int:
+    def walk(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(walk(child) for nursery in task.child_nurseries for child in nursery.child_tasks)
+
+    root = trio.lowlevel.current_root_task()
+    return 0 if root is None else walk(root)
 
 
 class EngineCollector(Collector):
@@ -36,6 +45,7 @@ class EngineCollector(Collector):
         yield GaugeMetricFamily(
             "trillm:queue_capacity", "Waiting requests allowed before 503.", self._engine.max_queue
         )
+        yield GaugeMetricFamily("trillm:trio_tasks", "Tasks in the server's Trio task tree.", _task_count())
         yield CounterMetricFamily("trillm:model_loads", "Models loaded.", stats.loads)
         yield CounterMetricFamily("trillm:model_unloads", "Models unloaded.", stats.unloads)
 
