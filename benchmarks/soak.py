@@ -114,9 +114,12 @@ def main() -> None:
             f"{at - samples[0][0]:8.0f} {rss:8.1f} {fd:5d} {task:6d} {len(window):9d} {p50:8.1f}ms {p99:8.1f}ms"
         )
     first, last = windows[0], windows[-2] if len(windows) > 2 else windows[-1]
-    hours = max((samples[-1][0] - samples[0][0]) / 3600, 1e-9)
+    # Drift is measured after warm-up: from the second sample to the end.
+    warm = 1 if len(samples) > 2 else 0
+    hours = max((samples[-1][0] - samples[warm][0]) / 3600, 1e-9)
+    drift = (windows[-1][0] - windows[warm][0]) / windows[warm][0] / hours
     print(
-        f"RSS drift {(windows[-1][0] - first[0]) / first[0] / hours:+.1%}/h; fds {first[1]} -> {windows[-1][1]}; "
+        f"RSS drift after warm-up {drift:+.1%}/h; fds {first[1]} -> {windows[-1][1]}; "
         f"tasks {first[2]} -> {windows[-1][2]} (idle, after the run); "
         f"TTFT p99 {first[3]:.1f} ms (first window) vs {last[3]:.1f} ms (last loaded window)"
     )
