@@ -21,7 +21,7 @@ from app.services import Services
 from inference.manifest import InvalidDigest, Manifest, digest_hex
 from inference.names import InvalidModelName, parse_name
 from inference.pull import PullProgress, pull_model
-from inference.store import ModelNotFound, StoredModel, StoreError, safe_relative
+from inference.store import ModelNotFound, ModelStore, StoredModel, StoreError, safe_relative
 
 
 def _name(body: dict[str, Any], *, required: str = "model is required") -> str:
@@ -154,7 +154,7 @@ def _base(services: Services, body: dict[str, Any]) -> StoredModel | None:
         raise NotFound(f"model '{source}' not found") from error
 
 
-def _files(store: Any, body: dict[str, Any]) -> dict[str, str] | None:
+def _files(store: ModelStore, body: dict[str, Any]) -> dict[str, str] | None:
     files = fields.typed(body, "files", dict, None)
     if files is None:
         return None
