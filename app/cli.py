@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import sys
 from datetime import datetime
@@ -17,7 +16,7 @@ from typing import Any
 
 import trio
 
-from app.cli_http import Client, CliError
+from app.cli_http import Client, CliError, server_message
 from app.config import Settings
 
 
@@ -114,7 +113,7 @@ def _run(client: Client, args: argparse.Namespace) -> None:
     if response.status_code == 404:
         _pull(client, args)
     elif response.is_error:
-        client.call("POST", "/api/show", {"model": args.model})  # raises with the server's message
+        raise CliError(server_message(response))
     session = repl.Session(
         model=args.model,
         verbose=args.verbose,
@@ -227,7 +226,7 @@ def _show(client: Client, args: argparse.Namespace) -> None:
             return
     from app import repl
 
-    repl.show_info(client, args.model, sys.stdout)
+    repl.show_info(shown, sys.stdout)
     if shown.get("parameters"):
         print(
             "  Parameters\n" + "".join(f"    {line}\n" for line in shown["parameters"].splitlines()), end=""
@@ -247,7 +246,7 @@ def _cp(client: Client, args: argparse.Namespace) -> None:
 
 def _stop(client: Client, args: argparse.Namespace) -> None:
     reply = client.call("POST", "/api/generate", {"model": args.model, "keep_alive": 0, "stream": False})
-    if json.loads(reply.text).get("done_reason") != "unload":
+    if reply.json().get("done_reason") != "unload":
         raise CliError(f"could not unload {args.model}")
 
 

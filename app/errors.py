@@ -40,14 +40,9 @@ class ApiError(Exception):
             self.status = status
 
     param: str | None = None
-    # Set when the request body was not read to its end: the connection cannot carry another request.
-    close_connection = False
 
     def response(self) -> Response:
-        response = error_response(self.message, self.status, self.param)
-        if self.close_connection:
-            response.headers["Connection"] = "close"
-        return response
+        return error_response(self.message, self.status, self.param)
 
 
 def body_left_unread() -> bool:
@@ -76,12 +71,10 @@ class NotFound(ApiError):
 
 class PayloadTooLarge(ApiError):
     status = 413
-    close_connection = True
 
 
 class BodyTimeout(ApiError):
     status = 408
-    close_connection = True
 
 
 class ServiceUnavailable(ApiError):
@@ -132,11 +125,7 @@ def install_error_handlers(app: Quart) -> None:
     @app.errorhandler(HTTPException)
     async def _http_error(error: HTTPException) -> Response:
         status = error.code or 500
-        messages = {
-            404: "404 page not found",
-            405: "405 method not allowed",
-            413: "request body too large",
-        }
+        messages = {404: "404 page not found", 405: "405 method not allowed"}
         message = messages.get(status, error.description or error.name)
         return error_response(message, status)
 

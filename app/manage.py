@@ -7,6 +7,7 @@ are ``400 invalid model name`` (or Ollama's ``source``/``destination`` wording f
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -46,7 +47,7 @@ def register(app: Quart, services: Services) -> None:
         stream = fields.typed(body, "stream", bool, True)
         token = os.environ.get("HF_TOKEN") or None
 
-        def work(report: Report, should_stop: Any) -> None:
+        def work(report: Report, should_stop: Callable[[], bool]) -> None:
             pull_model(store, name, report, should_stop, token=token)
 
         return await progress_response(work, stream=stream)
@@ -65,7 +66,7 @@ def register(app: Quart, services: Services) -> None:
             raise BadRequest("neither 'from' or 'files' was specified")
         overrides = _overrides(services, body)
 
-        def work(report: Report, should_stop: Any) -> None:
+        def work(report: Report, should_stop: Callable[[], bool]) -> None:
             report(PullProgress("reading model metadata"))
             manifest = _manifest(services, name, base, files)
             for digest in sorted(set(manifest.files.values())):

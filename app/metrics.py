@@ -23,7 +23,9 @@ LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1
 TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 
 
-def _task_count() -> int:
+def trio_task_count() -> int:
+    """How many tasks the running Trio loop has (a leak shows as growth)."""
+
     def walk(task: trio.lowlevel.Task) -> int:
         return 1 + sum(walk(child) for nursery in task.child_nurseries for child in nursery.child_tasks)
 
@@ -45,7 +47,9 @@ class EngineCollector(Collector):
         yield GaugeMetricFamily(
             "trillm:queue_capacity", "Waiting requests allowed before 503.", self._engine.max_queue
         )
-        yield GaugeMetricFamily("trillm:trio_tasks", "Tasks in the server's Trio task tree.", _task_count())
+        yield GaugeMetricFamily(
+            "trillm:trio_tasks", "Tasks in the server's Trio task tree.", trio_task_count()
+        )
         yield CounterMetricFamily("trillm:model_loads", "Models loaded.", stats.loads)
         yield CounterMetricFamily("trillm:model_unloads", "Models unloaded.", stats.unloads)
 

@@ -131,7 +131,7 @@ def command(client: Client, session: Session, line: str, out: TextIO) -> bool:
         session.messages.clear()
         out.write("Cleared session context\n")
     elif head == "/show" and len(words) > 1 and words[1] == "info":
-        show_info(client, session.model, out)
+        show_info(client.call("POST", "/api/show", {"model": session.model}).json(), out)
     elif head == "/set" and len(words) > 1:
         set_option(session, words[1:], line, out)
     else:
@@ -174,8 +174,8 @@ def set_option(session: Session, words: list[str], line: str, out: TextIO) -> No
         )
 
 
-def show_info(client: Client, model: str, out: TextIO) -> None:
-    shown = client.call("POST", "/api/show", {"model": model}).json()
+def show_info(shown: dict[str, Any], out: TextIO) -> None:
+    """A summary of an ``/api/show`` answer: architecture, size, context, quantisation, capabilities."""
     details = shown.get("details", {})
     info = shown.get("model_info", {})
     arch = info.get("general.architecture", details.get("family", ""))

@@ -193,6 +193,8 @@ class Engine:
                 observe(job.report)
             except Exception:  # an observer must never break scheduling
                 log.exception("request observer failed")
+        # The per-token gaps are for the observers; history keeps a thousand reports, not their tokens.
+        job.report.token_gaps.clear()
 
     def _execute(self, job: Job) -> None:
         """Run one job to its end on the worker thread."""

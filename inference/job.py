@@ -128,7 +128,7 @@ class JobReport:
     queue_seconds: float = 0.0  # submitted -> picked up by the worker
     first_token_seconds: float | None = None  # submitted -> first token
     total_seconds: float = 0.0  # submitted -> end
-    token_gaps: list[float] = field(default_factory=list)  # seconds between consecutive tokens
+    token_gaps: list[float] = field(default_factory=list)  # seconds between tokens, until observed
 
 
 class Job:

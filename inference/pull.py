@@ -142,26 +142,19 @@ def pull_model(
     return stored
 
 
-@functools.cache
-def _hub_errors() -> tuple[type[Exception], type[Exception], type[Exception]]:
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
-
-    return RepositoryNotFoundError, RevisionNotFoundError, HfHubHTTPError
-
-
 def _plan(wanted: ModelName, endpoint: str, token: str | None) -> _Plan:
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-    not_found, no_revision, http_error = _hub_errors()
     try:
         info = HfApi(endpoint=endpoint, token=token).model_info(wanted.repo, files_metadata=True)
-    except (not_found, no_revision) as error:
+    except (RepositoryNotFoundError, RevisionNotFoundError) as error:
         raise PullError(
             f"pull model manifest: file does not exist ({wanted.repo} is not a model repo on {endpoint}"
             " that this token can read)",
             404,
         ) from error
-    except http_error as error:
+    except HfHubHTTPError as error:
         raise PullError(f"pull model manifest: {error}", 502) from error
     except Exception as error:  # connection errors, from whichever HTTP library the hub client uses
         raise PullError(f"pull model manifest: cannot reach {endpoint}: {error}", 502) from error

@@ -103,6 +103,7 @@ class ModelStore:
         self.root = root
         self._backends = backends
         self._cache: dict[Path, tuple[float, StoredModel]] = {}
+        self._manifests: dict[Path, tuple[int, StoredModel]] = {}
         self._lock = threading.Lock()  # manifests and blobs change under it (pull threads)
 
     # -- reading -----------------------------------------------------------------------------
@@ -115,10 +116,18 @@ class ModelStore:
         return sorted(models.values(), key=lambda m: m.name)
 
     def resolve(self, name: str) -> StoredModel:
-        """The model called ``name``; raises :class:`InvalidModelName` or :class:`ModelNotFound`."""
-        wanted = parse_name(name).key
-        for model in self.list():
-            if model.name.lower() == wanted:
+        """The model called ``name``; raises :class:`InvalidModelName` or :class:`ModelNotFound`.
+
+        A managed model is found at its manifest's path (one cached read); only a name without a
+        manifest costs a scan of the plain directories.
+        """
+        wanted = parse_name(name)
+        file = self.manifest_path(wanted)
+        managed = self._read_manifest(file) if file.is_file() else None
+        if managed is not None and managed.name.lower() == wanted.key:
+            return managed
+        for model in self._plain_models():
+            if model.name.lower() == wanted.key:
                 return model
         raise ModelNotFound(name)
 
@@ -181,30 +190,39 @@ class ModelStore:
         if not manifests.is_dir():
             return []
         for file in sorted(manifests.glob("*/*/*")):
-            if not file.is_file() or file.name.startswith("."):
-                continue
-            try:
-                manifest = Manifest.from_json(file.read_bytes())
-                name = normalize_name(manifest.name)
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # a damaged manifest is skipped, not fatal
-            path = self.snapshot_path(manifest)
-            backend = self.backend_for(path) if path.is_dir() else None
-            info = manifest.info
-            if manifest.template is not None:
-                info = replace(info, chat_template=manifest.template)
-            models.append(
-                StoredModel(
-                    name=name,
-                    path=path,
-                    backend=backend.name if backend else "missing",
-                    info=info,
-                    modified_at=datetime.fromtimestamp(file.stat().st_mtime).astimezone(),
-                    digest=manifest.digest(),
-                    manifest=manifest,
-                )
-            )
+            if file.is_file() and not file.name.startswith("."):
+                model = self._read_manifest(file)
+                if model is not None:
+                    models.append(model)
         return models
+
+    def _read_manifest(self, file: Path) -> StoredModel | None:
+        """The model a manifest file describes (parsed once per version of the file), or None."""
+        try:
+            mtime = file.stat().st_mtime_ns
+            cached = self._manifests.get(file)
+            if cached is not None and cached[0] == mtime:
+                return cached[1]
+            manifest = Manifest.from_json(file.read_bytes())
+            name = normalize_name(manifest.name)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # a damaged or vanished manifest is skipped, not fatal
+        path = self.snapshot_path(manifest)
+        backend = self.backend_for(path) if path.is_dir() else None
+        info = manifest.info
+        if manifest.template is not None:
+            info = replace(info, chat_template=manifest.template)
+        model = StoredModel(
+            name=name,
+            path=path,
+            backend=backend.name if backend else "missing",
+            info=info,
+            modified_at=datetime.fromtimestamp(mtime / 1e9).astimezone(),
+            digest=manifest.digest(),
+            manifest=manifest,
+        )
+        self._manifests[file] = (mtime, model)
+        return model
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -325,10 +343,12 @@ class ModelStore:
                     path.unlink()  # a link the user made to a model elsewhere: only the link goes
                 else:
                     shutil.rmtree(path)
+                self._cache.pop(path, None)
                 return
-            self.manifest_path(parse_name(model.name)).unlink()
+            file = self.manifest_path(parse_name(model.name))
+            file.unlink()
+            self._manifests.pop(file, None)
             self._collect(model.manifest)
-        self._cache.clear()
 
     def _refuse_plain(self, name: ModelName) -> None:
         for model in self._plain_models():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,9 +125,16 @@ def settings(store: Path) -> Settings:
     return Settings(host="127.0.0.1", port=0, models=store)
 
 
-@pytest.fixture
-async def server(settings: Settings) -> AsyncIterator[Server]:
+@asynccontextmanager
+async def running_server(settings: Settings) -> AsyncIterator[Server]:
+    """A server for ``settings``, shut down (gracefully) when the block ends."""
     async with trio.open_nursery() as nursery:
         running, stop = await start_server(nursery, settings)
         yield running
         stop.set()
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[Server]:
+    async with running_server(settings) as running:
+        yield running

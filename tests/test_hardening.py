@@ -6,7 +6,6 @@ import json
 import socket
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,22 +17,14 @@ import trio
 
 from app.config import Settings
 from app.security import InsecureBind, check_exposure
-from tests.conftest import Server, start_server, wait_until, write_fake
+from tests.conftest import Server, running_server, wait_until, write_fake
 
 KEY = "s3cret-key"
 
 
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Server]:
-    async with trio.open_nursery() as nursery:
-        server, stop = await start_server(nursery, settings)
-        yield server
-        stop.set()
-
-
 @pytest.fixture
 async def keyed(settings: Settings) -> AsyncIterator[Server]:
-    async with running(replace(settings, api_key=KEY)) as server:
+    async with running_server(replace(settings, api_key=KEY)) as server:
         yield server
 
 
@@ -89,7 +80,7 @@ async def test_serve_refuses_an_exposed_bind_without_a_key(tmp_path: Path) -> No
 
 
 async def test_management_routes_can_be_turned_off(settings: Settings) -> None:
-    async with running(replace(settings, management=False)) as server:
+    async with running_server(replace(settings, management=False)) as server:
         async with server.client() as client:
             for method, path, body in (
                 ("POST", "/api/pull", {"model": "a/b"}),
@@ -128,7 +119,7 @@ def _raw_exchange(port: int, payload: bytes, wait: float) -> bytes:
 
 
 async def test_slow_clients_are_cut_off(settings: Settings) -> None:
-    async with running(replace(settings, header_timeout=0.5, body_timeout=0.5)) as server:
+    async with running_server(replace(settings, header_timeout=0.5, body_timeout=0.5)) as server:
         port = int(server.url.rsplit(":", 1)[1])
         start = trio.current_time()
         # Headers that never finish: the connection is closed after the header timeout.
@@ -164,7 +155,7 @@ async def test_faults_end_cleanly_and_the_server_keeps_serving(server: Server, s
 
 
 async def test_metrics(settings: Settings) -> None:
-    async with running(replace(settings, metrics=True)) as server:
+    async with running_server(replace(settings, metrics=True)) as server:
         async with server.client() as client:
             chat = {"model": "fake", "messages": [{"role": "user", "content": "x"}], "stream": False}
             for _ in range(3):

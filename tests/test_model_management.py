@@ -10,10 +10,9 @@ from pathlib import Path
 import httpx
 import ollama
 import pytest
-import trio
 
 from app.config import Settings
-from tests.conftest import Server, start_server, wait_until
+from tests.conftest import Server, running_server, wait_until
 from tests.fake_hub import FakeHub, HubRepo, running_hub
 
 REPO = "mlx-community/tiny-chat"
@@ -344,8 +343,7 @@ async def test_hostile_names_never_touch_the_file_system(server: Server, store: 
 
 async def test_least_recently_used_model_is_unloaded_beyond_the_limit(settings: Settings) -> None:
     settings.max_loaded_models = 2
-    async with trio.open_nursery() as nursery:
-        server, stop = await start_server(nursery, settings)
+    async with running_server(settings) as server:
         async with server.client() as client:
             for name in ("fake", "fakejson", "fake", "slow"):
                 body = {"model": name, "prompt": "x", "stream": False, "options": {"num_predict": 1}}
@@ -368,7 +366,6 @@ async def test_least_recently_used_model_is_unloaded_beyond_the_limit(settings: 
             assert ps["fake:latest"]["expires_at"] > "2200"
             await client.post("/api/generate", json={"model": "slow", "keep_alive": "50ms"})
             await wait_until(lambda: server.services.engine.statistics().loaded == 1)
-        stop.set()
 
 
 @pytest.mark.mlx

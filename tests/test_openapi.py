@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from app.config import Settings
-from tests.conftest import Server, start_server, write_fake
+from tests.conftest import Server, running_server, write_fake
 from tests.fake_hub import FakeHub, running_hub
 
 IGNORED = {"HEAD", "OPTIONS"}
@@ -56,8 +56,7 @@ async def test_schemathesis_finds_no_server_error(tmp_path: Path, hub: FakeHub) 
     write_fake(store, "fake", pieces=["Hello", ",", " world", "!"])
     write_fake(store, "fakejson", pieces=['{"a"', ":", "1", "}"])
     settings = Settings(host="127.0.0.1", port=0, models=store)
-    async with trio.open_nursery() as nursery:
-        server, stop = await start_server(nursery, settings)
+    async with running_server(settings) as server:
         command = [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json"]
         done = await trio.run_process(
             [*command, *SCHEMATHESIS],
@@ -70,6 +69,5 @@ async def test_schemathesis_finds_no_server_error(tmp_path: Path, hub: FakeHub) 
                 "PYTHONPATH": str(Path.cwd()),
             },
         )
-        stop.set()
     output = done.stdout.decode() + done.stderr.decode()
     assert done.returncode == 0, output[-6000:]

@@ -19,17 +19,11 @@ import pytest
 import trio
 
 from app.config import Settings
-from tests.conftest import Server, start_server, wait_until
+from app.metrics import trio_task_count
+from tests.conftest import Server, running_server, wait_until
 
 STORM = 200
 AT_ONCE = 25
-
-
-def task_count() -> int:
-    def walk(task: trio.lowlevel.Task) -> int:
-        return 1 + sum(walk(child) for nursery in task.child_nurseries for child in nursery.child_tasks)
-
-    return walk(trio.lowlevel.current_root_task())
 
 
 def open_fds() -> int:
@@ -85,17 +79,15 @@ async def one_client(url: str, rng: random.Random) -> None:
 @pytest.mark.mlx
 async def test_disconnect_storm_leaves_nothing_behind(settings: Settings) -> None:
     # Connections a client dropped before its request arrived are reaped by the header timeout.
-    async with trio.open_nursery() as nursery:
-        server, stop = await start_server(nursery, replace(settings, header_timeout=1.0))
+    async with running_server(replace(settings, header_timeout=1.0)) as server:
         await storm(server)
-        stop.set()
 
 
 async def storm(server: Server) -> None:
     async with server.client() as client:
         before = await canary(client)
     await trio.sleep(0.2)
-    tasks, fds, rss = task_count(), open_fds(), rss_mb()
+    tasks, fds, rss = trio_task_count(), open_fds(), rss_mb()
     done_before = len(server.services.engine.history)
     rng = random.Random(7)
     limiter = trio.CapacityLimiter(AT_ONCE)
@@ -113,7 +105,7 @@ async def storm(server: Server) -> None:
     assert len(reports) > STORM / 2  # the rest gave up before their body was read
     assert all(r.outcome.startswith("cancelled") and r.steps_after_cancel <= 1 for r in reports)
 
-    await wait_until(lambda: task_count() == tasks, 10)  # connection handlers wind down
+    await wait_until(lambda: trio_task_count() == tasks, 10)  # connection handlers wind down
     assert open_fds() <= fds
     assert rss_mb() - rss < 25
     async with server.client() as client:
