@@ -56,6 +56,9 @@ class Settings:
     origins: tuple[str, ...] = ()
     context_length: int = 4096
     max_loaded_models: int = 3  # Ollama's default on one GPU
+    num_parallel: int = 4  # sequences of one model decoding together (see the README)
+    prefix_cache_entries: int = 16  # finished sequences whose KV cache is kept per model; 0: off
+    prefix_cache_mb: int = 2048  # and the most memory they may hold, per model
     api_key: str | None = None
     allow_insecure_bind: bool = False  # serve a non-loopback address without an API key
     management: bool = True  # pull, create, copy, delete and blob uploads
@@ -97,6 +100,12 @@ class Settings:
             settings.origins = tuple(o.strip() for o in origins.split(",") if o.strip())
         if loaded := _env("MAX_LOADED_MODELS"):
             settings.max_loaded_models = int(loaded) or 3  # 0 means "auto" to Ollama
+        if parallel := _env("NUM_PARALLEL"):
+            settings.num_parallel = max(1, int(parallel))
+        if entries := os.environ.get("TRILLM_PREFIX_CACHE"):
+            settings.prefix_cache_entries = max(0, int(entries))
+        if megabytes := os.environ.get("TRILLM_PREFIX_CACHE_MB"):
+            settings.prefix_cache_mb = max(0, int(megabytes))
         settings.api_key = os.environ.get("TRILLM_API_KEY") or None
         settings.allow_insecure_bind = _flag("TRILLM_ALLOW_INSECURE_BIND")
         settings.management = not _flag("TRILLM_DISABLE_MANAGEMENT")

@@ -29,19 +29,21 @@ log = logging.getLogger("trillm")
 GRACE_SECONDS = 5.0
 
 
-def default_backends() -> list[Backend]:
-    from inference.mlx_backend import MlxBackend
+def default_backends(settings: Settings) -> list[Backend]:
+    from inference.mlx_backend import CacheSettings, MlxBackend
 
-    return [MlxBackend()]
+    cache = CacheSettings(entries=settings.prefix_cache_entries, max_bytes=settings.prefix_cache_mb << 20)
+    return [MlxBackend(cache)]
 
 
 def create_app(settings: Settings, backends: list[Backend] | None = None) -> QuartTrio:
-    backends = default_backends() if backends is None else backends
+    backends = default_backends(settings) if backends is None else backends
     engine = Engine(
         backends,
         max_queue=settings.max_queue,
         default_keep_alive=settings.keep_alive,
         max_loaded=settings.max_loaded_models,
+        num_parallel=settings.num_parallel,
     )
     services = Services(engine=engine, store=ModelStore(settings.models, backends), settings=settings)
     app = QuartTrio("trillm")

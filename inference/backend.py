@@ -5,19 +5,24 @@ messages into a prompt, tokenizes, and generates token by token. Everything here
 runs on the engine's dedicated worker thread, never on the Trio loop. The engine owns scheduling,
 stop strings, limits, timing and cancellation; a backend only computes.
 
-Cancellation: :meth:`LoadedModel.generate` receives ``should_stop``; a backend checks it between
-prefill chunks (raising :class:`GenerationCancelled`), and the engine simply stops pulling from
-the generator between decode steps (closing it), so no backend needs its own cancel path.
+The engine drives every model through a :class:`~inference.batch.DecodeBatch` from
+:meth:`LoadedModel.open_batch`; a backend with batched kernels implements one, any other wraps a
+one-sequence generator in :class:`~inference.batch.GeneratorBatch`.
+
+Cancellation: the engine removes a cancelled sequence from its batch before the next step, so no
+backend needs its own cancel path; a one-sequence generator also receives ``should_stop`` to check
+between prefill chunks (raising :class:`GenerationCancelled`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from inference.batch import DecodeBatch
     from validation.constraint import TokenConstraint
 
 
@@ -112,19 +117,10 @@ class LoadedModel(Protocol):
         """
         ...
 
-    def generate(
-        self,
-        prompt: Sequence[int],
-        params: SamplingParams,
-        should_stop: Callable[[], bool],
-        constraint: TokenConstraint | None = None,
-    ) -> Generator[Step, None, None]:
-        """Prefill ``prompt`` then yield one :class:`Step` per sampled token, forever.
+    def open_batch(self) -> DecodeBatch:
+        """A new, empty decode batch for this model (the engine keeps one per loaded model).
 
-        With a ``constraint``, only tokens it allows are sampled, and it has consumed each
-        step's token by the time the step is yielded. The last step before the model's
-        end-of-sequence token carries ``eos=True`` (with any text still buffered in the decoder);
-        the caller decides every other way to stop.
+        A backend without batched kernels returns ``GeneratorBatch(its_generate_function)``.
         """
         ...
 

@@ -1,27 +1,33 @@
-"""The engine: admission, FIFO scheduling, model residency and cancellation.
+"""The engine: admission, batch scheduling, model residency and cancellation.
 
 One :class:`Engine` lives in the application's nursery (``await nursery.start(engine.run)``). It
-admits requests into a bounded FIFO queue, runs them one at a time on the dedicated worker thread
-(batching comes later), keeps loaded models resident for their ``keep_alive`` and unloads them when
-it runs out, or, when ``max_loaded`` models are in memory and another is needed, unloads the one
-used least recently. A request is linked to its generation only by its
-:class:`~inference.job.Job`; closing the job is what cancels the work, wherever it is.
+admits requests into a bounded FIFO queue. On the dedicated worker thread, a loop moves queued
+requests into their model's :class:`~inference.batch.DecodeBatch` while it holds fewer than
+``num_parallel`` sequences, then advances every batch one step; requests join and leave between
+steps. Models stay resident for their ``keep_alive`` and are unloaded when it runs out, or, when
+``max_loaded`` models are in memory and another is needed, the idle one used least recently goes.
+A request is linked to its generation only by its :class:`~inference.job.Job`; closing the job is
+what cancels the work, wherever it is: a queued job leaves the queue at once, a running one leaves
+its batch before the next step.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
 from inference.backend import Backend, LoadedModel, ModelInfo
-from inference.generation import run_generation
+from inference.batch import Admission, DecodeBatch
+from inference.generation import Generation
 from inference.job import Failed, Finished, GenerationRequest, Job, JobReport
 from inference.worker import WorkerThread
 
@@ -37,15 +43,21 @@ class EngineBusy(Exception):
 
 @dataclass
 class Resident:
-    """A loaded model and when it may be unloaded (``math.inf`` = never)."""
+    """A loaded model, its decode batch and when it may be unloaded (``math.inf`` = never)."""
 
     name: str
     path: Path
     model: LoadedModel
     info: ModelInfo
     expires_at: float
-    busy: int = 0
     last_used: float = 0.0
+    batch: DecodeBatch | None = None
+    sequences: dict[int, Generation] = field(default_factory=dict)
+    keep_alive: float | None = None  # the latest request's, applied when the batch empties
+
+    @property
+    def busy(self) -> int:
+        return len(self.sequences)
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,7 @@ class EngineStatistics:
     jobs_done: int
     loads: int = 0
     unloads: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache, since start
 
 
 class Engine:
@@ -70,20 +83,27 @@ class Engine:
         max_queue: int = 512,
         default_keep_alive: float = 300.0,
         max_loaded: int = 3,
+        num_parallel: int = 4,
     ) -> None:
         self._backends = backends
         self.max_queue = max_queue
         self.max_loaded = max(1, max_loaded)
+        self.num_parallel = max(1, num_parallel)
         self.default_keep_alive = default_keep_alive
+        # Appended on the Trio thread, taken by the worker thread: guarded by ``_lock``.
         self._pending: deque[Job] = deque()
+        self._lock = threading.Lock()
         self._wakeup = trio.Event()
         self._residency_changed = trio.Event()
-        self._active: Job | None = None
+        self._running: set[Job] = set()
         self._resident: dict[str, Resident] = {}
         self._worker = WorkerThread()
+        self._keys = itertools.count()
+        self._trio_token: trio.lowlevel.TrioToken | None = None
         self._jobs_done = 0
         self._loads = 0
         self._unloads = 0
+        self._cached_tokens = 0
         self.history: deque[JobReport] = deque(maxlen=1024)
         # Called on the Trio thread with each finished job's report (request logs, metrics).
         self.observers: list[Callable[[JobReport], None]] = [log_report]
@@ -92,6 +112,7 @@ class Engine:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ready (``started``) once the worker thread is running."""
+        self._trio_token = trio.lowlevel.current_trio_token()
         self._worker.start()
         try:
             async with trio.open_nursery() as nursery:
@@ -101,7 +122,7 @@ class Engine:
                 try:
                     await trio.sleep_forever()
                 finally:
-                    # Before the nursery waits for the scheduler: stop the job on the thread.
+                    # Before the nursery waits for the scheduler: stop the jobs on the thread.
                     self.abort_all()
         finally:
             with trio.CancelScope(shield=True):
@@ -110,30 +131,33 @@ class Engine:
 
     def abort_all(self, message: str = SHUTDOWN_MESSAGE) -> None:
         """End every queued and running job with an error event for its client."""
-        for job in [*self._pending, *([self._active] if self._active else [])]:
+        with self._lock:
+            jobs = [*self._pending, *self._running]
+            self._pending.clear()
+        for job in jobs:
             job.abort(message)
-        self._pending.clear()
 
     async def drain(self, seconds: float) -> None:
         """Give running requests ``seconds`` to finish, then abort what is left."""
         await trio.sleep(seconds)
-        if self._active or self._pending:
+        if self._running or self._pending:
             log.warning("shutdown grace of %.1fs ran out: aborting unfinished requests", seconds)
         self.abort_all()
 
     def statistics(self) -> EngineStatistics:
         return EngineStatistics(
             queued=len(self._pending),
-            active=0 if self._active is None else 1,
+            active=len(self._running),
             loaded=len(self._resident),
             jobs_done=self._jobs_done,
             loads=self._loads,
             unloads=self._unloads,
+            cached_tokens=self._cached_tokens,
         )
 
     async def unload(self, name: str) -> None:
-        """Unload ``name`` if it is loaded (after the job running now, if any, ends)."""
-        await self._worker.run(self._unload, name)
+        """Unload ``name`` if it is loaded; a model still generating goes when its batch empties."""
+        await self._worker.run(self._unload_when_idle, name)
         self._residency_changed.set()
 
     def resident(self) -> list[Resident]:
@@ -144,27 +168,27 @@ class Engine:
         # The worker thread loads and unloads; list() copies the values in one step under the GIL.
         return list(self._resident.values())
 
-    # -- admission ---------------------------------------------------------------------------
+    # -- admission (Trio thread) -------------------------------------------------------------
 
     def submit_nowait(self, request: GenerationRequest) -> Job:
         """Queue ``request``; raises :class:`EngineBusy` when the queue is full."""
-        if len(self._pending) >= self.max_queue:
-            raise EngineBusy(BUSY_MESSAGE)
         job = Job(request, on_close=self._forget)
-        self._pending.append(job)
+        with self._lock:
+            if len(self._pending) >= self.max_queue:
+                raise EngineBusy(BUSY_MESSAGE)
+            self._pending.append(job)
         self._wakeup.set()
         return job
 
     def _forget(self, job: Job) -> None:
-        try:
-            self._pending.remove(job)
-        except ValueError:
-            return  # already running or finished: the thread sees the cancel flag
+        with self._lock:
+            try:
+                self._pending.remove(job)
+            except ValueError:
+                return  # already running or finished: the batch loop sees the cancel flag
         job.report.outcome = "cancelled while queued"
         self._record(job)
         job.end_unheard()
-
-    # -- scheduling --------------------------------------------------------------------------
 
     async def _schedule_loop(self) -> None:
         while True:
@@ -172,20 +196,17 @@ class Engine:
                 self._wakeup = trio.Event()
                 await self._wakeup.wait()
                 continue
-            job = self._pending.popleft()
-            self._active = job
             try:
-                await self._worker.run(self._execute, job)
-            except Exception as error:  # a bug in a backend must not take the engine down
-                log.exception("job for %s crashed", job.request.model)
-                job.fail(f"an error was encountered while running the model: {error}")
-            finally:
-                self._active = None
-                self._jobs_done += 1
-                self._record(job)
-                self._residency_changed.set()
+                await self._worker.run(self._serve)
+            except Exception:  # a bug in the loop itself: fail what it held, keep the engine up
+                log.exception("the batch loop crashed")
+                await self._worker.run(self._fail_running, "the batch loop crashed")
+            self._residency_changed.set()
 
     def _record(self, job: Job) -> None:
+        """On the Trio thread: keep the report and tell the observers."""
+        self._running.discard(job)  # here, so that "idle" means "every report is in"
+        self._jobs_done += 1
         job.report.total_seconds = time.perf_counter() - job.submitted
         self.history.append(job.report)
         for observe in self.observers:
@@ -195,20 +216,67 @@ class Engine:
                 log.exception("request observer failed")
         # The per-token gaps are for the observers; history keeps a thousand reports, not their tokens.
         job.report.token_gaps.clear()
+        self._residency_changed.set()  # a model may have gone idle: its keep_alive runs now
 
-    def _execute(self, job: Job) -> None:
-        """Run one job to its end on the worker thread."""
+    # -- the batch loop (worker thread) ------------------------------------------------------
+
+    def _serve(self) -> None:
+        """Admit and step until nothing runs and nothing waits."""
+        while True:
+            self._worker.run_waiting()
+            self._admit()
+            busy = [r for r in self._resident.values() if r.sequences]
+            if not busy:
+                if not self._pending:
+                    return
+                continue
+            for resident in busy:
+                self._step(resident)
+
+    def _admit(self) -> None:
+        """Move every queued job that fits now into its batch, in arrival order."""
+        if not self._pending:
+            return
+        with self._lock:
+            waiting = list(self._pending)
+        for job in waiting:
+            if not self._fits(job):
+                continue
+            with self._lock:
+                try:
+                    self._pending.remove(job)
+                except ValueError:
+                    continue  # cancelled meanwhile
+            self._running.add(job)
+            try:
+                self._start(job)
+            except Exception as error:  # a backend bug in prepare or add ends this job only
+                log.exception("starting the job for %s failed", job.request.model)
+                job.report.outcome = "failed"
+                job.emit(Failed(f"an error was encountered while running the model: {error}"))
+                self._finished(job)
+
+    def _fits(self, job: Job) -> bool:
+        request = job.request
+        resident = self._resident.get(request.model)
+        if request.kind != "generate":
+            return True
+        if resident is not None:
+            return resident.busy < self.num_parallel
+        return len(self._resident) < self.max_loaded or any(r.busy == 0 for r in self._resident.values())
+
+    def _start(self, job: Job) -> None:
         request = job.request
         job.report.started = True
         job.report.queue_seconds = time.perf_counter() - job.submitted
         if job.cancelled:
             job.report.outcome = "cancelled while queued"
-            return
+            return self._finished(job)
         if request.kind == "unload":
-            self._unload(request.model)
+            self._unload_when_idle(request.model)
             job.report.outcome = "done"
             job.emit(Finished(done_reason="unload"))
-            return
+            return self._finished(job)
         try:
             resident = self._ensure_loaded(request.model, request.path)
         except Exception as error:
@@ -216,18 +284,90 @@ class Engine:
             job.report.outcome = "failed"
             status = 503 if isinstance(error, MemoryError) else 500
             job.emit(Failed(f"failed to load model '{request.model}': {error}", status))
-            return
-        resident.busy += 1
+            return self._finished(job)
         resident.last_used = time.monotonic()
+        resident.keep_alive = request.keep_alive
+        if request.kind == "load":
+            job.report.outcome = "done"
+            job.emit(Finished(done_reason="load", load_duration=_since(job.submitted)))
+            self._finished(job)
+            return self._settle(resident)
+        generation = Generation(job, resident.model)
         try:
-            if request.kind == "load":
-                job.report.outcome = "done"
-                job.emit(Finished(done_reason="load", load_duration=_since(job.submitted)))
+            prepared = generation.prepare()
+        except Exception as error:  # a template or tokenizer error ends this request only
+            prepared = generation.fail(error)
+        if not prepared:
+            self._finished(job)
+            return self._settle(resident)
+        if resident.batch is None:
+            resident.batch = resident.model.open_batch()
+        key = next(self._keys)
+        resident.sequences[key] = generation
+        cached = resident.batch.add(
+            Admission(key, generation.prompt, request.params, job.should_stop, generation.constraint)
+        )
+        job.report.cached_tokens = cached
+        self._cached_tokens += cached
+
+    def _step(self, resident: Resident) -> None:
+        """One step of ``resident``'s batch; hand each sequence its token."""
+        batch = resident.batch
+        assert batch is not None
+        for key, generation in list(resident.sequences.items()):
+            if generation.job.cancelled:  # left before this step: no work spent on it
+                generation.cancel()
+                self._retire(resident, key)
+        if not resident.sequences:
+            return
+        try:
+            results = batch.step()
+        except Exception as error:  # the shared step failed: every sequence in it is lost
+            log.exception("a decode step of %s failed", resident.name)
+            for key, generation in list(resident.sequences.items()):
+                generation.fail(error)
+                self._retire(resident, key)
+            batch.close()
+            resident.batch = None
+            return
+        for key, result in results:
+            member = resident.sequences.get(key)
+            if member is None:
+                continue
+            if result is None:
+                going = member.end()
+            elif isinstance(result, BaseException):
+                going = member.fail(result)
             else:
-                run_generation(job, resident.model)
-        finally:
-            resident.busy -= 1
-            self._set_expiry(resident, request.keep_alive)
+                going = member.feed(result)
+            if not going:
+                self._retire(resident, key)
+
+    def _retire(self, resident: Resident, key: int) -> None:
+        generation = resident.sequences.pop(key)
+        if resident.batch is not None:
+            resident.batch.remove(key)
+        self._finished(generation.job)
+        if not resident.sequences:
+            self._settle(resident)
+
+    def _finished(self, job: Job) -> None:
+        """A job is over: hand its report to the Trio thread."""
+        if self._trio_token is not None:
+            try:
+                self._trio_token.run_sync_soon(self._record, job)
+            except trio.RunFinishedError:
+                pass
+
+    def _fail_running(self, message: str) -> None:
+        for resident in list(self._resident.values()):
+            for key in list(resident.sequences):
+                resident.sequences[key].job.report.outcome = "failed"
+                resident.sequences[key].job.emit(Failed(message))
+                self._retire(resident, key)
+            if resident.batch is not None:
+                resident.batch.close()
+                resident.batch = None
 
     # -- residency (worker thread) -----------------------------------------------------------
 
@@ -258,16 +398,28 @@ class Engine:
                 return backend
         raise LookupError(f"no backend can serve {path}")
 
-    def _set_expiry(self, resident: Resident, keep_alive: float | None) -> None:
-        seconds = self.default_keep_alive if keep_alive is None else keep_alive
+    def _settle(self, resident: Resident) -> None:
+        """An idle model's keep_alive starts now (the latest request's)."""
+        if resident.busy:
+            return
+        seconds = self.default_keep_alive if resident.keep_alive is None else resident.keep_alive
         if seconds == 0:
             self._unload(resident.name)
             return
         resident.expires_at = math.inf if seconds < 0 else time.monotonic() + seconds
 
+    def _unload_when_idle(self, name: str) -> None:
+        resident = self._resident.get(name)
+        if resident is None:
+            return
+        resident.keep_alive = 0
+        self._settle(resident)
+
     def _unload(self, name: str) -> None:
         resident = self._resident.pop(name, None)
         if resident is not None:
+            if resident.batch is not None:
+                resident.batch.close()
             resident.model.close()
             self._unloads += 1
             log.info("unloaded %s", name)

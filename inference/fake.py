@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.backend import GenerationCancelled, ModelInfo, ModelLoadError, SamplingParams, Step
+from inference.batch import GeneratorBatch
 
 EOS = 0
 
@@ -83,6 +84,9 @@ class FakeModel:
             if not self._script.get("loop", False):
                 yield Step(EOS, "", eos=True)
                 return
+
+    def open_batch(self) -> GeneratorBatch:
+        return GeneratorBatch(self.generate)
 
     def close(self) -> None:
         pass

@@ -1,9 +1,10 @@
-"""The per-request decode loop, run on the worker thread for any backend.
+"""One request's generation, run on the worker thread for any backend.
 
-It renders and tokenizes the prompt, pulls steps from the backend's generator, applies the
-request's limits (``num_predict``, the context window) and stop strings, measures Ollama's timing
-metrics, and hands text to the job. It stops pulling the moment the job is cancelled, so at most
-the step already in flight completes after a disconnect.
+:class:`Generation` renders and tokenizes the prompt, takes the steps the engine's batch hands it,
+applies the request's limits (``num_predict``, the context window) and stop strings, measures
+Ollama's timing metrics, and hands text to the job. The engine removes a sequence from its batch
+the moment its job is cancelled, so at most the step already in flight completes after a
+disconnect.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import secrets
 import string
 import time
 
-from inference.backend import GenerationCancelled, LoadedModel, TokenLogprob
+from inference.backend import GenerationCancelled, LoadedModel, Step, TokenLogprob
 from inference.job import CallOut, Failed, Finished, Job, Steering, TextChunk
 from inference.stops import StopMatcher
-from validation.constraint import ConstraintError
+from validation.constraint import ConstraintError, TokenConstraint
 from validation.grammars import MARKERS, answer_grammar, tool_grammar
 from validation.reply import ReplyDelta, ReplyParser
 from validation.structured import OutputMismatch
@@ -33,24 +34,6 @@ CONTEXT_TOO_LONG = (
 
 def _ns(seconds: float) -> int:
     return int(seconds * 1e9)
-
-
-def run_generation(job: Job, model: LoadedModel) -> None:
-    """Generate for ``job`` on ``model``; every outcome ends with one final event or a cancel."""
-    try:
-        _generate(job, model)
-    except GenerationCancelled:
-        job.report.outcome = "cancelled"
-    except MemoryError as error:
-        log.error("out of memory generating for %s: %s", job.request.model, error)
-        job.report.outcome = "failed"
-        job.emit(
-            Failed(f"out of memory while running the model ({error}); try a shorter prompt or num_ctx", 503)
-        )
-    except Exception as error:
-        log.exception("generation for %s failed", job.request.model)
-        job.report.outcome = "failed"
-        job.emit(Failed(f"an error was encountered while running the model: {error}"))
 
 
 class InvalidCall(Exception):
@@ -131,102 +114,168 @@ def _grammar(steering: Steering, model: LoadedModel, inside: bool) -> str | None
     return None
 
 
-def _generate(job: Job, model: LoadedModel) -> None:
-    request = job.request
-    steering = request.steering
-    start = time.perf_counter()
-    load_duration = start - job.submitted
-    if request.prompt is not None:
-        text = request.prompt
-    else:
-        tools = steering.tools.tools if steering.tools is not None else ()
-        text = model.render_chat(
-            request.messages, tools=tools, think=steering.think, template=request.template
-        )
-    vocab = model.info.extra.get("vocab_size")
-    if isinstance(vocab, int) and any(t >= vocab for t in request.context):
-        job.report.outcome = "failed"
-        job.emit(Failed(f"context holds token ids outside this model's vocabulary of {vocab}", 400))
-        return
-    prompt = [*request.context, *model.tokenize(text)]
-    job.report.prompt_tokens = len(prompt)
-    if len(prompt) >= request.num_ctx:
-        job.report.outcome = "failed"
-        job.emit(Failed(f"{CONTEXT_TOO_LONG} ({len(prompt)} >= num_ctx {request.num_ctx})", 400))
-        return
-    budget = request.num_ctx - len(prompt)
-    if request.num_predict >= 0:
-        budget = min(budget, request.num_predict)
-    inside = steering.split_thinking and text.rstrip().endswith("<think>")
-    grammar = _grammar(steering, model, inside)
-    try:
-        constraint = None if grammar is None else model.constraint(grammar)
-    except ConstraintError as error:
-        job.report.outcome = "failed"
-        job.emit(Failed(f"format cannot be enforced for this model: {error}", 400))
-        return
-    reply = _Reply(job, inside)
-    stops = StopMatcher(request.stop)
-    generated: list[int] = []
-    done_reason = "length"
-    first_token_at = last_token_at = start
-    steps = model.generate(prompt, request.params, job.should_stop, constraint)
-    try:
-        while len(generated) < budget:
-            step = next(steps, None)
-            if step is None:
-                done_reason = "stop"
-                break
+class Generation:
+    """One request's decode state, fed one step at a time by the engine's batch loop.
+
+    :meth:`prepare` renders and tokenizes the prompt and builds the constraint; :meth:`feed`
+    takes each sampled step and answers whether the sequence goes on; :meth:`end` and
+    :meth:`fail` close it from outside. Every path emits exactly one final event (or none when the
+    client has gone), and ``done`` turns true.
+    """
+
+    def __init__(self, job: Job, model: LoadedModel) -> None:
+        self.job = job
+        self.model = model
+        self.done = False
+        self.constraint: TokenConstraint | None = None
+        self.prompt: list[int] = []
+        self._budget = 0
+        self._reply: _Reply | None = None
+        self._stops = StopMatcher(job.request.stop)
+        self._generated: list[int] = []
+        self._start = self._first_token_at = self._last_token_at = time.perf_counter()
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def prepare(self) -> bool:
+        """Build the prompt and constraint; False when the request ended here (error or no budget)."""
+        job, model = self.job, self.model
+        request = job.request
+        steering = request.steering
+        if request.prompt is not None:
+            text = request.prompt
+        else:
+            tools = steering.tools.tools if steering.tools is not None else ()
+            text = model.render_chat(
+                request.messages, tools=tools, think=steering.think, template=request.template
+            )
+        vocab = model.info.extra.get("vocab_size")
+        if isinstance(vocab, int) and any(t >= vocab for t in request.context):
+            return self._failed(
+                "failed", f"context holds token ids outside this model's vocabulary of {vocab}", 400
+            )
+        self.prompt = [*request.context, *model.tokenize(text)]
+        job.report.prompt_tokens = len(self.prompt)
+        if len(self.prompt) >= request.num_ctx:
+            message = f"{CONTEXT_TOO_LONG} ({len(self.prompt)} >= num_ctx {request.num_ctx})"
+            return self._failed("failed", message, 400)
+        self._budget = request.num_ctx - len(self.prompt)
+        if request.num_predict >= 0:
+            self._budget = min(self._budget, request.num_predict)
+        inside = steering.split_thinking and text.rstrip().endswith("<think>")
+        grammar = _grammar(steering, model, inside)
+        try:
+            self.constraint = None if grammar is None else model.constraint(grammar)
+        except ConstraintError as error:
+            return self._failed("failed", f"format cannot be enforced for this model: {error}", 400)
+        self._reply = _Reply(job, inside)
+        if self._budget <= 0:
+            self._finish("length")
+            return False
+        return True
+
+    # -- each step -----------------------------------------------------------------------------
+
+    def feed(self, step: Step) -> bool:
+        """Take one sampled step; False once this generation is over."""
+        job = self.job
+        assert self._reply is not None
+        try:
             job.report.decode_steps += 1
             if job.cancelled:
                 job.report.steps_after_cancel += 1
                 raise GenerationCancelled
             now = time.perf_counter()
-            if not generated:
-                first_token_at = now
+            if not self._generated:
+                self._first_token_at = now
                 job.report.first_token_seconds = now - job.submitted
             else:
-                job.report.token_gaps.append(now - last_token_at)
-            last_token_at = now
-            generated.append(step.token)
+                job.report.token_gaps.append(now - self._last_token_at)
+            self._last_token_at = now
+            self._generated.append(step.token)
             if step.logprob is not None:
-                reply.scores.append(step.logprob)
-            released, stopped = stops.feed(step.text)
-            if released and not reply.feed(released):
+                self._reply.scores.append(step.logprob)
+            released, stopped = self._stops.feed(step.text)
+            if released and not self._reply.feed(released):
                 raise GenerationCancelled
-            if stopped or step.eos or (constraint is not None and constraint.finished):
-                done_reason = "stop"
-                break
-        if not (reply.feed(stops.flush()) and reply.finish()):
-            raise GenerationCancelled
-        if steering.tool_required and not reply.calls:
-            raise InvalidCall("a tool call was required but the model answered without one")
-    except InvalidCall as error:
-        job.report.outcome = "invalid tool call"
-        job.emit(Failed(f"{INVALID_CALL}: {error}", 422))
-        return
-    finally:
-        steps.close()
-        job.report.generated_tokens = len(generated)
-    end = time.perf_counter()
-    if steering.output_format is not None:
+            if stopped or step.eos or (self.constraint is not None and self.constraint.finished):
+                return self._finish("stop")
+            if len(self._generated) >= self._budget:
+                return self._finish("length")
+            return True
+        except GenerationCancelled:
+            return self.cancel()
+        except InvalidCall as error:
+            return self._failed("invalid tool call", f"{INVALID_CALL}: {error}", 422)
+        except Exception as error:  # a parser or validator bug ends this request only
+            return self.fail(error)
+
+    # -- ends ----------------------------------------------------------------------------------
+
+    def end(self) -> bool:
+        """The backend has no more tokens for this sequence."""
+        return self._finish("stop")
+
+    def cancel(self) -> bool:
+        self._close("cancelled")
+        return False
+
+    def fail(self, error: BaseException) -> bool:
+        """End with the backend's ``error`` (out of memory is a 503, anything else a 500)."""
+        if isinstance(error, GenerationCancelled):
+            return self.cancel()
+        if isinstance(error, MemoryError):
+            log.error("out of memory generating for %s: %s", self.job.request.model, error)
+            message = f"out of memory while running the model ({error}); try a shorter prompt or num_ctx"
+            return self._failed("failed", message, 503)
+        log.error("generation for %s failed", self.job.request.model, exc_info=error)
+        return self._failed("failed", f"an error was encountered while running the model: {error}", 500)
+
+    def _failed(self, outcome: str, message: str, status: int) -> bool:
+        if not self.done:
+            self._close(outcome)
+            self.job.emit(Failed(message, status))
+        return False
+
+    def _close(self, outcome: str) -> None:
+        self.done = True
+        self.job.report.outcome = outcome
+        self.job.report.generated_tokens = len(self._generated)
+
+    def _finish(self, done_reason: str) -> bool:
+        if self.done:
+            return False
+        job, reply = self.job, self._reply
+        assert reply is not None
+        steering = job.request.steering
         try:
-            steering.output_format.validate("".join(reply.answer))
-        except OutputMismatch as error:
-            job.report.outcome = "invalid output"
-            job.emit(Failed(f"{MISMATCH}: {error} (done_reason: {done_reason})", 422))
-            return
-    job.report.outcome = "done"
-    job.report.done_reason = done_reason
-    job.emit(
-        Finished(
-            done_reason=done_reason,
-            total_duration=_ns(end - job.submitted),
-            load_duration=_ns(load_duration),
-            prompt_eval_count=len(prompt),
-            prompt_eval_duration=_ns(first_token_at - start),
-            eval_count=len(generated),
-            eval_duration=_ns(end - first_token_at),
-            context=[*prompt, *generated],
+            if not (reply.feed(self._stops.flush()) and reply.finish()):
+                return self.cancel()
+            if steering.tool_required and not reply.calls:
+                raise InvalidCall("a tool call was required but the model answered without one")
+        except InvalidCall as error:
+            return self._failed("invalid tool call", f"{INVALID_CALL}: {error}", 422)
+        end = time.perf_counter()
+        if steering.output_format is not None:
+            try:
+                steering.output_format.validate("".join(reply.answer))
+            except OutputMismatch as error:
+                return self._failed(
+                    "invalid output", f"{MISMATCH}: {error} (done_reason: {done_reason})", 422
+                )
+        self._close("done")
+        job.report.done_reason = done_reason
+        first = self._first_token_at if self._generated else end
+        job.emit(
+            Finished(
+                done_reason=done_reason,
+                total_duration=_ns(end - job.submitted),
+                load_duration=_ns(self._start - job.submitted),
+                prompt_eval_count=len(self.prompt),
+                prompt_eval_duration=_ns(first - self._start),
+                eval_count=len(self._generated),
+                eval_duration=_ns(end - first),
+                context=[*self.prompt, *self._generated],
+            )
         )
-    )
+        return False

@@ -1,10 +1,10 @@
 """A generation request inside the engine, and the channel that links it to its HTTP request.
 
-Each :class:`Job` owns a bounded Trio memory channel. The worker thread produces events into it
-(through ``run_sync_soon``, so the decode loop never waits for the Trio loop) and the HTTP handler
-consumes them. Flow control is a credit semaphore the size of the channel: the thread takes a
-credit per event and the consumer returns it on receive, so a slow client pauses generation
-instead of growing a buffer.
+Each :class:`Job` owns a Trio memory channel. The worker thread produces events into it (through
+``run_sync_soon``, so the decode loop never waits for the Trio loop) and the HTTP handler consumes
+them. The producer never blocks: the job shares a batch with other requests, and one slow reader
+must not hold the others back. What a slow reader lets pile up is bounded by its token budget, and
+a reader that falls :data:`MAX_BACKLOG` events behind is dropped as gone.
 
 Cancellation: :meth:`Job.close` is synchronous and idempotent. It marks the job cancelled (the
 thread polls that flag every decode step and between prefill chunks), closes the channel, and
@@ -13,7 +13,7 @@ removes a still-queued job from the queue at once.
 
 from __future__ import annotations
 
-import threading
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,9 +26,9 @@ from inference.backend import SamplingParams, TokenLogprob
 from validation.structured import OutputFormat
 from validation.toolset import ToolSet
 
-# Events a job buffers before the producer waits: enough to ride out a slow write, small enough
-# that a stalled client holds back only a few tokens of work.
-CHANNEL_CAPACITY = 64
+# Events a reader may fall behind before its job is treated as abandoned: far more than a slow
+# network write needs, few enough that a stalled client holds a bounded amount of memory.
+MAX_BACKLOG = 8192
 
 JobKind = Literal["generate", "load", "unload"]
 
@@ -129,6 +129,7 @@ class JobReport:
     first_token_seconds: float | None = None  # submitted -> first token
     total_seconds: float = 0.0  # submitted -> end
     token_gaps: list[float] = field(default_factory=list)  # seconds between tokens, until observed
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
 
 
 class Job:
@@ -139,8 +140,9 @@ class Job:
         self.submitted = time.perf_counter()
         self.report = JobReport(model=request.model, kind=request.kind)
         self.cancelled = False
-        self._send, self._recv = trio.open_memory_channel[Event](CHANNEL_CAPACITY)
-        self._credits = threading.Semaphore(CHANNEL_CAPACITY)
+        self._send, self._recv = trio.open_memory_channel[Event](math.inf)
+        self._emitted = 0  # written by the producer only
+        self._received = 0  # written by the consumer only
         self._trio_token = trio.lowlevel.current_trio_token()
         self._on_close = on_close
 
@@ -149,7 +151,7 @@ class Job:
     async def receive(self) -> Event:
         """The next event. Raises ``trio.EndOfChannel`` if the engine dropped the job."""
         event = await self._recv.receive()
-        self._credits.release()
+        self._received += 1
         return event
 
     def receive_nowait(self) -> Event | None:
@@ -158,7 +160,7 @@ class Job:
             event = self._recv.receive_nowait()
         except (trio.WouldBlock, trio.EndOfChannel):
             return None
-        self._credits.release()
+        self._received += 1
         return event
 
     def close(self) -> None:
@@ -167,7 +169,6 @@ class Job:
             return
         self.cancelled = True
         self._recv.close()
-        self._credits.release()
         if self._on_close is not None:
             self._on_close(self)
 
@@ -195,11 +196,12 @@ class Job:
 
     def emit(self, event: Event) -> bool:
         """Hand ``event`` to the consumer; False once the consumer has gone away."""
-        while not self._credits.acquire(timeout=0.05):
-            if self.cancelled:
-                return False
         if self.cancelled:
             return False
+        if self._emitted - self._received >= MAX_BACKLOG:
+            self.cancelled = True  # not read for thousands of tokens: as good as gone
+            return False
+        self._emitted += 1
         try:
             self._trio_token.run_sync_soon(self._deliver, event)
         except trio.RunFinishedError:

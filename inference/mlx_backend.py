@@ -1,27 +1,22 @@
 """The MLX backend: Hugging Face / mlx-community model directories run with ``mlx-lm``.
 
-This is the only module that imports MLX. Everything in it runs on the engine's worker thread, so
-MLX's thread-local streams stay on one thread. Prefill is chunked (``SamplingParams.prefill_chunk``
-tokens at a time) with a cancellation check between chunks; decoding uses ``mlx_lm``'s own
-``generate_step`` so the server runs exactly the loop ``mlx_lm`` users know.
+With :mod:`inference.mlx_batch`, the only modules that import MLX. Everything here runs on the
+engine's worker thread, so MLX's thread-local streams stay on one thread. Loading, chat templates,
+tokenizing and the grammar mask live here; batched decoding and the prefix cache live in
+:mod:`inference.mlx_batch`, on mlx-lm's own ``BatchGenerator``.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from inference.backend import (
-    GenerationCancelled,
-    ModelInfo,
-    ModelLoadError,
-    SamplingParams,
-    Step,
-    TokenLogprob,
-)
+from inference.backend import ModelInfo, ModelLoadError, SamplingParams
+from inference.mlx_batch import MlxBatch, PrefixCache, make_processors, make_sampler
 from validation.constraint import GrammarCache, TokenConstraint
 
 _DTYPE_NAMES = {"F32": "F32", "F16": "F16", "BF16": "BF16"}
@@ -136,7 +131,7 @@ def template_message(message: dict[str, object]) -> dict[str, object]:
 class MlxModel:
     """A model loaded with ``mlx_lm.load``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cache: CacheSettings) -> None:
         import mlx_lm
 
         self.info = describe_directory(path)
@@ -148,6 +143,8 @@ class MlxModel:
             raise ModelLoadError(f"{type(error).__name__}: {error}") from error
         self._eos = set(self._tokenizer.eos_token_ids)
         self._grammars: GrammarCache | None = None
+        self._interleave_chunk = cache.interleave_chunk
+        self.prefix_cache = PrefixCache(cache.entries, cache.max_bytes) if cache.entries > 0 else None
 
     def single_tokens(self, texts: Sequence[str]) -> dict[str, int]:
         added: dict[str, int] = self._tokenizer._tokenizer.get_added_vocab()
@@ -194,77 +191,21 @@ class MlxModel:
         ids: list[int] = self._tokenizer.encode(text, add_special_tokens=add_special)
         return ids
 
-    def generate(
-        self,
-        prompt: Sequence[int],
-        params: SamplingParams,
-        should_stop: Callable[[], bool],
-        constraint: TokenConstraint | None = None,
-    ) -> Generator[Step, None, None]:
-        import mlx.core as mx
-        from mlx_lm.generate import generate_step
-        from mlx_lm.sample_utils import make_logits_processors, make_sampler
-
-        if params.seed is not None:
-            mx.random.seed(params.seed)
+    def open_batch(self) -> MlxBatch:
         vocab = int(self._model.args.vocab_size) if hasattr(self._model, "args") else 0
-        # mlx-lm rejects top_k >= vocabulary; Ollama treats such a k as "keep everything".
-        top_k = params.top_k if 0 < params.top_k < vocab else 0
-        sampler = make_sampler(
-            temp=params.temperature,
-            top_p=params.top_p if 0 < params.top_p < 1 else 0.0,
-            min_p=params.min_p,
-            top_k=top_k,
-        )
-        processors = make_logits_processors(
-            repetition_penalty=params.repeat_penalty if params.repeat_penalty != 1.0 else None,
-            repetition_context_size=params.repeat_last_n,
-            presence_penalty=params.presence_penalty or None,
-            presence_context_size=params.repeat_last_n,
-            frequency_penalty=params.frequency_penalty or None,
-            frequency_context_size=params.repeat_last_n,
-        )
 
-        if constraint is not None:
-            processors.append(_mask_processor(constraint))  # last, so nothing un-masks a token
+        def processors(params: SamplingParams, constraint: TokenConstraint | None) -> list[Any]:
+            return make_processors(params, None if constraint is None else _mask_processor(constraint))
 
-        def progress(done: int, total: int) -> None:
-            if done < total and should_stop():
-                raise GenerationCancelled
-
-        detokenizer = self._tokenizer.detokenizer
-        detokenizer.reset()
-        tokens = generate_step(
-            mx.array(list(prompt)),
+        return MlxBatch(
             self._model,
-            max_tokens=-1,
-            sampler=sampler,
-            logits_processors=processors or None,
-            prefill_step_size=max(params.prefill_chunk, 1),
-            prompt_progress_callback=progress,
+            self._tokenizer,
+            self._eos,
+            make_sampler=lambda params: make_sampler(params, vocab),
+            make_processors=processors,
+            prefix_cache=self.prefix_cache,
+            interleave_chunk=self._interleave_chunk,
         )
-        try:
-            for token_id, logprobs in tokens:
-                token = int(token_id)
-                scored = self._score(token, logprobs, params.logprobs) if params.logprobs >= 0 else None
-                if token in self._eos:
-                    detokenizer.finalize()
-                    yield Step(token, detokenizer.last_segment, eos=True, logprob=scored)
-                    return
-                detokenizer.add_token(token)
-                yield Step(token, detokenizer.last_segment, logprob=scored)
-        finally:
-            tokens.close()
-
-    def _score(self, token: int, logprobs: Any, top: int) -> TokenLogprob:
-        import mlx.core as mx
-
-        best: tuple[tuple[str, float], ...] = ()
-        if top > 0:
-            ids = cast(list[int], mx.argsort(-logprobs)[:top].tolist())
-            values = cast(list[float], logprobs[mx.array(ids)].tolist())
-            best = tuple((self._tokenizer.decode([i]), float(v)) for i, v in zip(ids, values, strict=True))
-        return TokenLogprob(self._tokenizer.decode([token]), float(logprobs[token].item()), best)
 
     def close(self) -> None:
         import gc
@@ -275,14 +216,28 @@ class MlxModel:
         # tokenizer), collect cycles, then hand MLX's cached buffers back to the system.
         self._model = None
         self._grammars = None
+        self.prefix_cache = None
         gc.collect()
         mx.clear_cache()
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Prefix cache bounds (``entries`` 0 turns it off) and the prefill chunk used while other
+    sequences decode."""
+
+    entries: int = 16
+    max_bytes: int = 2 << 30
+    interleave_chunk: int = 32
 
 
 class MlxBackend:
     """Serves directories holding ``config.json`` and ``*.safetensors`` weights."""
 
     name = "mlx"
+
+    def __init__(self, cache: CacheSettings | None = None) -> None:
+        self.cache = cache or CacheSettings()
 
     def can_load(self, path: Path) -> bool:
         return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
@@ -294,7 +249,7 @@ class MlxBackend:
         if not any(path.glob("tokenizer*")):
             raise ModelLoadError("no tokenizer files (tokenizer.json / tokenizer_config.json)")
         try:
-            return MlxModel(path)
+            return MlxModel(path, self.cache)
         except ModelLoadError:
             raise
         except Exception as error:

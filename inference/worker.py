@@ -5,7 +5,8 @@ the same OS thread; Trio's thread cache gives no such guarantee. :class:`WorkerT
 thread and lets Trio code ``await worker.run(fn, *args)``.
 
 Cancellation: a call that has started cannot be interrupted from outside; ``run`` waits for it
-under a shield. Callers make ``fn`` cooperative (it polls a flag) so the wait is short.
+under a shield. Callers make ``fn`` cooperative (it polls a flag) so the wait is short. A call
+that runs for long (the engine's batch loop) lets later calls in with :meth:`run_waiting`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,23 @@ class WorkerThread:
             fn, args, done = item
             result = outcome.capture(fn, *args)
             done(result)
+
+    def run_waiting(self) -> None:
+        """On the worker thread, inside a long call: run the calls submitted meanwhile.
+
+        A call that loops for a long time (the engine's batch loop) calls this between steps, so
+        short control calls (unload, expiry) do not wait for it to return.
+        """
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if item is _STOP:
+                self._inbox.put(_STOP)  # for the main loop, once the long call returns
+                return
+            fn, args, done = item
+            done(outcome.capture(fn, *args))
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` on the worker thread and return its result (or raise its error)."""

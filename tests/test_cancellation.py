@@ -11,7 +11,8 @@ import pytest
 import trio
 
 from inference.job import JobReport
-from tests.conftest import Server, wait_until
+from app.config import Settings
+from tests.conftest import Server, running_server, wait_until
 
 CHAT = {"messages": [{"role": "user", "content": "go"}]}
 
@@ -66,21 +67,23 @@ async def test_non_streaming_disconnect_stops_generation(server: Server) -> None
     await assert_serves_next_at_once(server)
 
 
-async def test_queued_request_leaves_the_queue_at_once(server: Server) -> None:
+async def test_queued_request_leaves_the_queue_at_once(settings: Settings) -> None:
     """A request cancelled while waiting never starts and leaves the queue immediately."""
-    engine = server.services.engine
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(read_lines_then_disconnect, server, {"model": "slow"} | CHAT, 25)
-        await wait_until(lambda: engine.statistics().active)
-        with trio.move_on_after(0.2):
-            async with server.client() as client:
-                await client.post("/api/chat", json={"model": "fake", "stream": False} | CHAT)
-        await wait_until(lambda: not engine.statistics().queued, 1)
-        assert engine.statistics().active == 1, "the running request is not disturbed"
-    queued = [r for r in engine.history if r.model == "fake:latest"]
-    assert queued and queued[-1].outcome == "cancelled while queued" and not queued[-1].started
-    await wait_idle(server)
-    await assert_serves_next_at_once(server)
+    settings.num_parallel = 1  # one at a time, so that the second request waits
+    async with running_server(settings) as server:
+        engine = server.services.engine
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_lines_then_disconnect, server, {"model": "slow"} | CHAT, 25)
+            await wait_until(lambda: engine.statistics().active)
+            with trio.move_on_after(0.2):
+                async with server.client() as client:
+                    await client.post("/api/chat", json={"model": "slow", "stream": False} | CHAT)
+            await wait_until(lambda: not engine.statistics().queued, 1)
+            assert engine.statistics().active == 1, "the running request is not disturbed"
+        queued = [r for r in engine.history if r.outcome == "cancelled while queued"]
+        assert len(queued) == 1 and not queued[0].started
+        await wait_idle(server)
+        await assert_serves_next_at_once(server)
 
 
 async def test_disconnect_during_prefill_stops_between_chunks(server: Server) -> None:

@@ -219,6 +219,7 @@ async def test_unknown_route_and_method(server: Server) -> None:
 
 async def test_queue_full_gets_503_with_retry_after(settings: Settings) -> None:
     settings.max_queue = 1
+    settings.num_parallel = 1
     async with trio.open_nursery() as nursery:
         server, stop = await start_server(nursery, settings)
         engine = server.services.engine

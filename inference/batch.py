@@ -1,0 +1,111 @@
+"""Decode batches: several sequences of one model advancing together, one step at a time.
+
+The engine drives a :class:`DecodeBatch` on the worker thread. Sequences join with
+:meth:`~DecodeBatch.add` and leave with :meth:`~DecodeBatch.remove` between steps; each
+:meth:`~DecodeBatch.step` advances every decoding sequence by one token and every sequence still
+reading its prompt by one prefill chunk, so a long prompt never freezes the other streams.
+
+A backend with real batched kernels (MLX) implements the protocol itself. :class:`GeneratorBatch`
+gives any backend that only has the one-sequence :meth:`LoadedModel.generate` the same interface
+by stepping each sequence's generator in turn: the same scheduling, no shared forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from inference.backend import GenerationCancelled, SamplingParams, Step
+
+if TYPE_CHECKING:
+    from validation.constraint import TokenConstraint
+
+
+@dataclass(frozen=True)
+class Admission:
+    """One sequence joining a batch."""
+
+    key: int
+    prompt: Sequence[int]
+    params: SamplingParams
+    should_stop: Callable[[], bool]
+    constraint: TokenConstraint | None = None
+
+
+# A token; ``None`` when the sequence ended without one; or the error that ended it.
+StepResult = Step | BaseException | None
+
+
+class DecodeBatch(Protocol):
+    """Sequences of one loaded model decoding together; every method runs on the worker thread."""
+
+    def add(self, admission: Admission) -> int:
+        """Start a sequence; returns how many leading prompt tokens came from the prefix cache."""
+        ...
+
+    def remove(self, key: int) -> None:
+        """Drop a sequence (finished or cancelled); unknown keys are ignored."""
+        ...
+
+    def step(self) -> list[tuple[int, StepResult]]:
+        """Advance every sequence once; a token (or that sequence's own error) per sequence that
+        produced one. Raising means the shared step failed and every sequence is lost."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def close(self) -> None:
+        """Drop every sequence and whatever the batch caches."""
+        ...
+
+
+# ``generate(prompt, params, should_stop, constraint)``: prefill ``prompt`` (checking
+# ``should_stop`` between chunks and raising GenerationCancelled), then yield one Step per sampled
+# token; only tokens ``constraint`` allows, the last one before end-of-sequence marked ``eos``.
+GenerateFn = Callable[
+    [Sequence[int], SamplingParams, Callable[[], bool], "TokenConstraint | None"],
+    Generator[Step, None, None],
+]
+
+
+class GeneratorBatch:
+    """A :class:`DecodeBatch` over one-sequence generators, stepped round-robin."""
+
+    def __init__(self, generate: GenerateFn) -> None:
+        self._generate = generate
+        self._members: dict[int, Generator[Step, None, None]] = {}
+
+    def add(self, admission: Admission) -> int:
+        self._members[admission.key] = self._generate(
+            admission.prompt, admission.params, admission.should_stop, admission.constraint
+        )
+        return 0
+
+    def remove(self, key: int) -> None:
+        steps = self._members.pop(key, None)
+        if steps is not None:
+            steps.close()
+
+    def step(self) -> list[tuple[int, StepResult]]:
+        results: list[tuple[int, StepResult]] = []
+        for key, steps in list(self._members.items()):
+            try:
+                results.append((key, next(steps)))
+            except StopIteration:
+                results.append((key, None))
+                self._members.pop(key, None)
+            except GenerationCancelled as cancelled:
+                results.append((key, cancelled))
+                self._members.pop(key, None)
+            except Exception as error:  # one sequence's failure is that sequence's alone
+                results.append((key, error))
+                self._members.pop(key, None)
+        return results
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def close(self) -> None:
+        for key in list(self._members):
+            self.remove(key)

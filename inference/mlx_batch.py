@@ -1,0 +1,237 @@
+"""Continuous batching and prefix caching for MLX models, on mlx-lm's ``BatchGenerator``.
+
+:class:`MlxBatch` is the MLX :class:`~inference.batch.DecodeBatch`. Every step decodes one token
+for all decoding sequences in one forward pass and feeds the sequences still reading their prompt
+one prefill chunk. While anything is decoding the chunk is small (``interleave_chunk`` tokens), so
+another client's long prompt costs the streams a short pause per step instead of a long freeze;
+with nothing decoding the prompt goes in full ``prefill_chunk`` steps.
+
+Each sequence keeps its own sampler (with its own random key when it has a seed, so a seeded
+request gives the same text alone or in a batch), its own logits processors (penalties, and the
+grammar mask of structured output) and its own detokenizer.
+
+:class:`PrefixCache` keeps the KV cache of sequences that left the batch, keyed by their tokens
+(mlx-lm's ``LRUPromptCache``: least recently used first out, bounded in entries and bytes). A new
+sequence starts from the longest cached prefix of its prompt, so a chat's next turn prefills only
+the new messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from inference.backend import SamplingParams, Step, TokenLogprob
+from inference.batch import Admission, StepResult
+
+# Generous enough never to end a sequence: the engine applies num_predict and the context window.
+_NO_LIMIT = 1 << 30
+
+
+class PrefixCache:
+    """KV caches of finished sequences for one model, looked up by longest common prefix."""
+
+    def __init__(self, entries: int, max_bytes: int) -> None:
+        from mlx_lm.models.cache import LRUPromptCache
+
+        self._lru = LRUPromptCache(max_size=max(entries, 1), max_bytes=max_bytes)
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._lru.nbytes)
+
+    def store(self, tokens: list[int], cache: list[Any]) -> None:
+        if tokens:
+            self._lru.insert_cache("model", list(tokens), cache)
+
+    def fetch(self, prompt: list[int]) -> tuple[list[Any] | None, int]:
+        """A private copy of the best cache for ``prompt`` and how many tokens it covers.
+
+        At least the prompt's last token is always left to compute: its logits start decoding.
+        """
+        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+
+        cache, rest = self._lru.fetch_nearest_cache("model", list(prompt))
+        if cache is not None and not rest:
+            if can_trim_prompt_cache(cache):
+                trim_prompt_cache(cache, 1)
+                rest = prompt[-1:]
+            else:
+                cache = None
+        if cache is None:
+            self.misses += 1
+            return None, 0
+        self.hits += 1
+        return cache, len(prompt) - len(rest)
+
+
+@dataclass
+class _Member:
+    uid: int
+    detokenizer: Any
+    logprobs: int
+    decoding: bool = False
+
+
+class MlxBatch:
+    """Sequences of one MLX model decoding together; see the module docstring."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        eos: set[int],
+        *,
+        make_sampler: Callable[[SamplingParams], Any],
+        make_processors: Callable[[SamplingParams, Any], list[Any]],
+        prefix_cache: PrefixCache | None,
+        interleave_chunk: int = 32,
+    ) -> None:
+        from mlx_lm.generate import BatchGenerator
+
+        self._tokenizer = tokenizer
+        self._eos = eos
+        self._make_sampler = make_sampler
+        self._make_processors = make_processors
+        self._prefix_cache = prefix_cache
+        self._interleave_chunk = interleave_chunk
+        self._prefill_chunk = 512
+        # The engine bounds the batch (TRILLM_NUM_PARALLEL); mlx-lm's own bounds stay out of the way.
+        self._generator = BatchGenerator(
+            model, max_tokens=_NO_LIMIT, completion_batch_size=1024, prefill_batch_size=1024
+        )
+        self._members: dict[int, _Member] = {}
+        self._keys: dict[int, int] = {}  # mlx-lm uid -> engine key
+
+    def add(self, admission: Admission) -> int:
+        prompt = list(admission.prompt)
+        cache, cached = (None, 0) if self._prefix_cache is None else self._prefix_cache.fetch(prompt)
+        params = admission.params
+        self._prefill_chunk = max(params.prefill_chunk, 1)
+        (uid,) = self._generator.insert(
+            [prompt[cached:]],
+            caches=[cache] if cache is not None else None,
+            all_tokens=[prompt[:cached]],
+            samplers=[self._make_sampler(params)],
+            logits_processors=[self._make_processors(params, admission.constraint)],
+        )
+        self._members[admission.key] = _Member(uid, self._tokenizer.detokenizer, params.logprobs)
+        self._keys[uid] = admission.key
+        return cached
+
+    def remove(self, key: int) -> None:
+        member = self._members.pop(key, None)
+        if member is None:
+            return
+        del self._keys[member.uid]
+        keep = self._prefix_cache is not None
+        caches = self._generator.remove([member.uid], return_prompt_caches=keep)  # type: ignore[no-untyped-call]
+        if keep and member.uid in caches:
+            cache, tokens = caches[member.uid]
+            assert self._prefix_cache is not None
+            self._prefix_cache.store(list(tokens), cache)
+
+    def step(self) -> list[tuple[int, StepResult]]:
+        decoding = any(m.decoding for m in self._members.values())
+        self._generator.prefill_step_size = (
+            min(self._interleave_chunk, self._prefill_chunk) if decoding else self._prefill_chunk
+        )
+        _, responses = self._generator.next()  # type: ignore[no-untyped-call]
+        results: list[tuple[int, StepResult]] = []
+        for response in responses:
+            key = self._keys.get(response.uid)
+            if key is None:
+                continue
+            member = self._members[key]
+            member.decoding = True
+            results.append((key, self._step(member, int(response.token), response.logprobs)))
+        return results
+
+    def _step(self, member: _Member, token: int, logprobs: Any) -> Step:
+        scored = _score(self._tokenizer, token, logprobs, member.logprobs) if member.logprobs >= 0 else None
+        detokenizer = member.detokenizer
+        if token in self._eos:
+            detokenizer.finalize()
+            return Step(token, detokenizer.last_segment, eos=True, logprob=scored)
+        detokenizer.add_token(token)
+        return Step(token, detokenizer.last_segment, logprob=scored)
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def close(self) -> None:
+        for key in list(self._members):
+            self.remove(key)
+        self._generator.close()  # type: ignore[no-untyped-call]
+
+
+def _score(tokenizer: Any, token: int, logprobs: Any, top: int) -> TokenLogprob:
+    """The sampled token's log probability and, when asked, the ``top`` most likely tokens."""
+    import mlx.core as mx
+
+    logprobs = logprobs.reshape(-1)
+    best: tuple[tuple[str, float], ...] = ()
+    if top > 0:
+        ids = cast(list[int], mx.argsort(-logprobs)[:top].tolist())
+        values = cast(list[float], logprobs[mx.array(ids)].tolist())
+        best = tuple((tokenizer.decode([i]), float(v)) for i, v in zip(ids, values, strict=True))
+    return TokenLogprob(tokenizer.decode([token]), float(logprobs[token].item()), best)
+
+
+def make_sampler(params: SamplingParams, vocab: int) -> Callable[[Any], Any]:
+    """A sampler for one sequence, with Ollama's settings mapped onto mlx-lm's filters.
+
+    Greedy requests share mlx-lm's ``greedy_sampler`` (a batch of them samples in one call). With
+    a seed, the sequence draws from its own key, so other sequences in the batch cannot change
+    what it samples.
+    """
+    import mlx.core as mx
+    from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p, greedy_sampler
+
+    if params.temperature <= 0:
+        return greedy_sampler
+    filters: list[Callable[[Any], Any]] = []
+    if 0 < params.top_p < 1:
+        filters.append(lambda x: apply_top_p(x, params.top_p))
+    if params.min_p > 0:
+        filters.append(lambda x: apply_min_p(x, params.min_p))
+    # mlx-lm rejects top_k >= vocabulary; Ollama treats such a k as "keep everything".
+    if 0 < params.top_k < vocab:
+        filters.append(lambda x: apply_top_k(x, params.top_k))
+    key = None if params.seed is None else mx.random.key(params.seed)
+    scale = 1 / params.temperature
+
+    def sample(logprobs: Any) -> Any:
+        nonlocal key
+        for keep in filters:
+            logprobs = keep(logprobs)
+        if key is None:
+            return mx.random.categorical(logprobs * scale)
+        key, draw = mx.random.split(key)
+        return mx.random.categorical(logprobs * scale, key=draw)
+
+    return sample
+
+
+def make_processors(params: SamplingParams, mask: Callable[[Any, Any], Any] | None) -> list[Any]:
+    """mlx-lm logits processors for Ollama's penalties, then the grammar ``mask`` (last, so
+    nothing un-masks a token)."""
+    from mlx_lm.sample_utils import make_logits_processors
+
+    processors: list[Any] = make_logits_processors(
+        repetition_penalty=params.repeat_penalty if params.repeat_penalty != 1.0 else None,
+        repetition_context_size=params.repeat_last_n,
+        presence_penalty=params.presence_penalty or None,
+        presence_context_size=params.repeat_last_n,
+        frequency_penalty=params.frequency_penalty or None,
+        frequency_context_size=params.repeat_last_n,
+    )
+    if mask is not None:
+        processors.append(mask)
+    return processors
