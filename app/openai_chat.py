@@ -32,11 +32,12 @@ def finish_reason(finished: Finished, called: bool) -> str:
     return "length" if finished.done_reason == "length" else "stop"
 
 
-def usage(finished: Finished) -> dict[str, int]:
+def usage(finished: Finished) -> dict[str, Any]:
     return {
         "prompt_tokens": finished.prompt_eval_count,
         "completion_tokens": finished.eval_count,
         "total_tokens": finished.prompt_eval_count + finished.eval_count,
+        "prompt_tokens_details": {"cached_tokens": finished.prompt_eval_cached_count},
     }
 
 

@@ -181,14 +181,17 @@ def ollama_logprobs(chunk: TextChunk) -> dict[str, Any]:
 
 
 def metrics(finished: Finished) -> dict[str, Any]:
-    """The final chunk's fields after the payload: done_reason and the six metrics.
+    """The final chunk's fields after the payload: done_reason and the metrics.
 
     Zero metrics are omitted, as Ollama does (load and unload replies carry none).
+    ``prompt_eval_count`` counts the whole prompt; ``prompt_eval_cached_count`` (Ollama's name)
+    says how much of it came from the prefix cache.
     """
     numbers = {
         "total_duration": finished.total_duration,
         "load_duration": finished.load_duration,
         "prompt_eval_count": finished.prompt_eval_count,
+        "prompt_eval_cached_count": finished.prompt_eval_cached_count,
         "prompt_eval_duration": finished.prompt_eval_duration,
         "eval_count": finished.eval_count,
         "eval_duration": finished.eval_duration,

@@ -308,6 +308,7 @@ class Engine:
             Admission(key, generation.prompt, request.params, job.should_stop, generation.constraint)
         )
         job.report.cached_tokens = cached
+        job.report.batch_size = resident.busy
         self._cached_tokens += cached
 
     def _step(self, resident: Resident) -> None:

@@ -272,6 +272,7 @@ class Generation:
                 total_duration=_ns(end - job.submitted),
                 load_duration=_ns(self._start - job.submitted),
                 prompt_eval_count=len(self.prompt),
+                prompt_eval_cached_count=job.report.cached_tokens,
                 prompt_eval_duration=_ns(first - self._start),
                 eval_count=len(self._generated),
                 eval_duration=_ns(end - first),

@@ -93,6 +93,7 @@ class Finished:
     total_duration: int = 0
     load_duration: int = 0
     prompt_eval_count: int = 0
+    prompt_eval_cached_count: int = 0
     prompt_eval_duration: int = 0
     eval_count: int = 0
     eval_duration: int = 0
@@ -130,6 +131,7 @@ class JobReport:
     total_seconds: float = 0.0  # submitted -> end
     token_gaps: list[float] = field(default_factory=list)  # seconds between tokens, until observed
     cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
+    batch_size: int = 0  # sequences in the model's batch when this one joined (itself included)
 
 
 class Job:

@@ -19,10 +19,9 @@ import trio
 from quart_trio import QuartTrio
 
 from app.config import Settings
-from app.server import create_app, serve
+from app.server import create_app, default_backends, serve
 from app.services import Services
 from inference.fake import FakeBackend
-from inference.mlx_backend import MlxBackend
 from tests import tiny_model
 
 
@@ -111,7 +110,7 @@ class Server:
 
 async def start_server(nursery: trio.Nursery, settings: Settings) -> tuple[Server, trio.Event]:
     fake = FakeBackend()
-    app = create_app(settings, backends=[fake, MlxBackend()])
+    app = create_app(settings, backends=[fake, *default_backends(settings)])
     stop = trio.Event()
     urls = await nursery.start(
         lambda task_status: serve(app, settings, shutdown_trigger=stop.wait, task_status=task_status)

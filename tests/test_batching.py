@@ -1,0 +1,232 @@
+"""Continuous batching and the prefix cache on real MLX: what a batch must never change.
+
+A request's output is the same alone or in a batch (greedy, and seeded sampling too); requests join
+a running batch, finish at different lengths or disconnect without disturbing the others; a chat's
+next turn starts from the cached KV of the previous one, and the cache keeps within its bounds.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import trio
+
+from app.config import Settings
+from tests.conftest import Server, running_server, wait_until
+
+pytestmark = pytest.mark.mlx
+
+PROMPTS = [
+    "Say hello",
+    "What is the capital of France and why is it famous?",
+    "one two",
+    "Tell me a long story about a small robot that learns to paint the sea at night",
+]
+LENGTHS = [12, 20, 8, 16]
+
+
+def body(prompt: str, num_predict: int, **options: Any) -> dict[str, Any]:
+    return {
+        "model": "random",
+        "stream": False,
+        "messages": [{"role": "user", "content": prompt}],
+        "options": {"temperature": 0, "num_predict": num_predict} | options,
+    }
+
+
+async def ask(server: Server, request: dict[str, Any]) -> dict[str, Any]:
+    async with server.client() as client:
+        r = await client.post("/api/chat", json=request)
+    assert r.status_code == 200, r.text
+    reply: dict[str, Any] = r.json()
+    return reply
+
+
+async def alone(server: Server, requests: list[dict[str, Any]]) -> list[str]:
+    return [(await ask(server, r))["message"]["content"] for r in requests]
+
+
+async def together(server: Server, requests: list[dict[str, Any]]) -> list[str]:
+    out: list[str] = [""] * len(requests)
+
+    async def one(i: int) -> None:
+        out[i] = (await ask(server, requests[i]))["message"]["content"]
+
+    async with trio.open_nursery() as nursery:
+        for i in range(len(requests)):
+            nursery.start_soon(one, i)
+    return out
+
+
+@pytest.fixture
+def batched(settings: Settings) -> Settings:
+    settings.num_parallel = 4
+    settings.prefix_cache_entries = 0  # every request computes its whole prompt
+    return settings
+
+
+async def test_concurrent_greedy_requests_match_each_alone(batched: Settings) -> None:
+    requests = [body(p, n) for p, n in zip(PROMPTS, LENGTHS, strict=True)]
+    async with running_server(batched) as server:
+        single = await alone(server, requests)
+        engine = server.services.engine
+        before = len(engine.history)
+        batch = await together(server, requests)
+        reports = list(engine.history)[before:]
+    assert batch == single
+    assert max(r.batch_size for r in reports) >= 2, "the requests did share a batch"
+    assert sorted(r.generated_tokens for r in reports) == sorted(LENGTHS)
+
+
+async def test_seeded_sampling_is_the_same_alone_and_in_a_batch(batched: Settings) -> None:
+    seeded = body(PROMPTS[1], 16, temperature=0.9, seed=7)
+    others = [body(p, 16, temperature=0.9) for p in PROMPTS[2:]]
+    async with running_server(batched) as server:
+        (single,) = await alone(server, [seeded])
+        mixed = await together(server, [seeded, *others])
+    assert mixed[0] == single
+
+
+async def stream_lines(
+    server: Server, request: dict[str, Any], lines: list[dict[str, Any]], stop_after: int = 0
+) -> None:
+    """Stream ``request`` into ``lines``; disconnect after ``stop_after`` lines when set."""
+    async with (
+        server.client() as client,
+        client.stream("POST", "/api/chat", json=request | {"stream": True}) as r,
+    ):
+        async for line in r.aiter_lines():
+            if line:
+                lines.append(json.loads(line))
+            if stop_after and len(lines) >= stop_after:
+                return
+
+
+def text(lines: list[dict[str, Any]]) -> str:
+    return "".join(line.get("message", {}).get("content", "") for line in lines)
+
+
+async def test_requests_join_a_running_batch_and_a_disconnect_disturbs_no_one(batched: Settings) -> None:
+    first, joiner, leaver = body(PROMPTS[3], 40), body(PROMPTS[1], 12), body(PROMPTS[0], 200)
+    async with running_server(batched) as server:
+        expected_first, expected_joiner = await alone(server, [first, joiner])
+        engine = server.services.engine
+        before = len(engine.history)
+        streams: list[list[dict[str, Any]]] = [[], [], []]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream_lines, server, first, streams[0])
+            await wait_until(lambda: len(streams[0]) >= 5, 30)  # the batch is running: join it
+            nursery.start_soon(stream_lines, server, joiner, streams[1])
+            nursery.start_soon(stream_lines, server, leaver, streams[2], 3)
+        await wait_until(lambda: engine.statistics().active == 0, 30)
+        reports = list(engine.history)[before:]
+    assert text(streams[0]) == expected_first
+    assert text(streams[1]) == expected_joiner
+    assert streams[0][-1]["done"] and streams[1][-1]["done"]
+    left = [r for r in reports if r.outcome == "cancelled"]
+    assert len(left) == 1 and left[0].steps_after_cancel <= 1 and left[0].generated_tokens < 200
+    assert max(r.batch_size for r in reports) >= 2
+
+
+async def test_streams_keep_flowing_while_another_client_prefills_a_long_prompt(batched: Settings) -> None:
+    """Prefill is interleaved with decoding: tokens reach the streaming client during it."""
+    long_prompt = " ".join(f"word{i}" for i in range(700))
+    async with running_server(batched) as server:
+        streamed: list[dict[str, Any]] = []
+        long_reply: list[dict[str, Any]] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream_lines, server, body(PROMPTS[0], 400), streamed)
+            await wait_until(lambda: len(streamed) >= 3, 30)
+            at_submit = len(streamed)
+            nursery.start_soon(stream_lines, server, body(long_prompt, 1, num_ctx=8192), long_reply)
+            await wait_until(lambda: bool(long_reply), 60)
+            during = len(streamed) - at_submit
+            nursery.cancel_scope.cancel()
+        report = [r for r in server.services.engine.history if r.prompt_tokens > 700][-1]
+    chunks = report.prompt_tokens // 32
+    assert during >= chunks // 2, f"only {during} tokens streamed during a {chunks}-chunk prefill"
+
+
+async def test_next_chat_turn_reuses_the_cached_prefix(settings: Settings) -> None:
+    settings.num_parallel = 4
+    turn1 = [{"role": "user", "content": PROMPTS[1]}]
+    async with running_server(settings) as server:
+        first = await ask(server, body(PROMPTS[1], 10))
+        turn2 = [*turn1, first["message"], {"role": "user", "content": "And Germany?"}]
+        second = await ask(server, body("", 10) | {"messages": turn2})
+    assert "prompt_eval_cached_count" not in first
+    assert second["prompt_eval_cached_count"] >= first["prompt_eval_count"] - 1
+    assert second["prompt_eval_count"] > second["prompt_eval_cached_count"]
+    # The same answer as a server that computes the whole prompt.
+    settings.prefix_cache_entries = 0
+    async with running_server(settings) as server:
+        cold = await ask(server, body("", 10) | {"messages": turn2})
+    assert "prompt_eval_cached_count" not in cold
+    assert cold["message"]["content"] == second["message"]["content"]
+
+
+async def test_prefix_cache_evicts_the_least_recently_used(settings: Settings) -> None:
+    settings.prefix_cache_entries = 1
+    a, b = body(PROMPTS[1], 6), body(PROMPTS[3], 6)
+    follow = {"role": "user", "content": "More"}
+
+    def next_turn(request: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
+        return request | {"messages": [*request["messages"], reply["message"], follow]}
+
+    async with running_server(settings) as server:
+        reply_a = await ask(server, a)
+        reply_b = await ask(server, b)  # takes the only place in the cache
+        hit = await ask(server, next_turn(b, reply_b))
+        miss = await ask(server, next_turn(a, reply_a))
+    assert hit["prompt_eval_cached_count"] >= reply_b["prompt_eval_count"]
+    # Only the chat template's opening, shared with b's conversation, is found for a.
+    assert miss.get("prompt_eval_cached_count", 0) < reply_a["prompt_eval_count"] // 2
+
+
+def test_prefix_cache_stays_within_its_byte_bound() -> None:
+    import mlx.core as mx
+    from mlx_lm.models.cache import KVCache
+
+    from inference.mlx_batch import PrefixCache
+
+    def cache(tokens: int) -> list[Any]:
+        layer = KVCache()
+        layer.update_and_fetch(mx.zeros((1, 2, tokens, 8)), mx.zeros((1, 2, tokens, 8)))
+        return [layer]
+
+    one = sum(c.nbytes for c in cache(10))
+    bounded = PrefixCache(entries=100, max_bytes=3 * one)
+    for start in range(6):
+        bounded.store([start, *range(100, 109)], cache(10))
+        assert bounded.nbytes <= 3 * one
+    assert len(bounded) == 3
+    found, covered = bounded.fetch([5, *range(100, 109), 7])
+    assert found is not None and covered == 10
+    assert bounded.fetch([0, *range(100, 109), 7]) == (None, 0), "the oldest entries were evicted"
+
+
+async def test_queue_beyond_the_batch_is_fifo(batched: Settings) -> None:
+    """With a batch of 2, the third and fourth requests wait and then start in arrival order."""
+    batched.num_parallel = 2
+    async with running_server(batched) as server:
+        engine = server.services.engine
+        order: list[int] = []
+
+        async def one(i: int) -> None:
+            request = body("go", 30 if i < 2 else 5) | {"model": "slow"}  # 20 ms a token
+            await ask(server, request)
+            order.append(i)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(4):
+                nursery.start_soon(one, i)
+                await wait_until(lambda i=i: engine.statistics().active + engine.statistics().queued > i, 10)
+            assert engine.statistics().queued == 2
+        reports = [r for r in engine.history if r.model == "slow:latest"]
+    assert max(r.batch_size for r in reports) == 2
+    first_two = [r.queue_seconds for r in reports if r.generated_tokens == 30]
+    last_two = [r.queue_seconds for r in reports if r.generated_tokens == 5]
+    assert min(last_two) > max(first_two) + 0.3, "the later requests waited for a place in the batch"
+    assert set(order[:2]) == {0, 1}, "the first two were served first"
