@@ -68,6 +68,8 @@ class RequestMetrics:
 
         self.prompt_tokens = counter("prompt_tokens", "Prompt tokens processed.")
         self.generation_tokens = counter("generation_tokens", "Tokens generated.")
+        self.cache_queries = counter("prefix_cache_queries", "Prompt tokens looked up in the prefix cache.")
+        self.cache_hits = counter("prefix_cache_hits", "Prompt tokens found in the prefix cache.")
         self.success = counter("request_success", "Requests finished.", ["model_name", "finished_reason"])
         self.cancelled = counter("request_cancelled", "Requests whose client went away.")
         self.failed = counter("request_failed", "Requests that ended with an error.")
@@ -86,6 +88,9 @@ class RequestMetrics:
             return  # loads and unloads are counted by the engine
         self.prompt_tokens.labels(model).inc(report.prompt_tokens)
         self.generation_tokens.labels(model).inc(report.generated_tokens)
+        if report.batch_size:  # it joined a batch, so the prefix cache was asked
+            self.cache_queries.labels(model).inc(report.prompt_tokens)
+            self.cache_hits.labels(model).inc(report.cached_tokens)
         self.e2e.labels(model).observe(report.total_seconds)
         self.queue.labels(model).observe(report.queue_seconds)
         if report.outcome.startswith("cancelled"):

@@ -2,9 +2,10 @@
 
 :class:`MlxBatch` is the MLX :class:`~inference.batch.DecodeBatch`. Every step decodes one token
 for all decoding sequences in one forward pass and feeds the sequences still reading their prompt
-one prefill chunk. While anything is decoding the chunk is small (``interleave_chunk`` tokens), so
-another client's long prompt costs the streams a short pause per step instead of a long freeze;
-with nothing decoding the prompt goes in full ``prefill_chunk`` steps.
+one prefill chunk. While anything is decoding, the chunk costs about one decode step (measured; it
+starts at ``interleave_chunk`` tokens), so another client's long prompt makes the streams' steps
+about twice as long instead of freezing them; with nothing decoding the prompt goes in full
+``prefill_chunk`` steps.
 
 Each sequence keeps its own sampler (with its own random key when it has a seed, so a seeded
 request gives the same text alone or in a batch), its own logits processors (penalties, and the
@@ -27,6 +28,8 @@ from inference.batch import Admission, StepResult
 
 # Generous enough never to end a sequence: the engine applies num_predict and the context window.
 _NO_LIMIT = 1 << 30
+# The least prompt tokens a step takes while others decode, so a long prompt always moves on.
+_MIN_CHUNK = 4
 
 
 class PrefixCache:
@@ -140,7 +143,7 @@ class MlxBatch:
     def step(self) -> list[tuple[int, StepResult]]:
         decoding = any(m.decoding for m in self._members.values())
         self._generator.prefill_step_size = (
-            min(self._interleave_chunk, self._prefill_chunk) if decoding else self._prefill_chunk
+            min(self._interleaved_chunk(), self._prefill_chunk) if decoding else self._prefill_chunk
         )
         _, responses = self._generator.next()  # type: ignore[no-untyped-call]
         results: list[tuple[int, StepResult]] = []
@@ -152,6 +155,20 @@ class MlxBatch:
             member.decoding = True
             results.append((key, self._step(member, int(response.token), response.logprobs)))
         return results
+
+    def _interleaved_chunk(self) -> int:
+        """Prompt tokens to prefill beside a decode step: as many as one decode step costs.
+
+        Measured from mlx-lm's own counters (prefill seconds per token, decode seconds per step),
+        so a step with prefill takes about twice a plain one on any machine: Metal, where prefill
+        is cheap, takes large chunks; the CPU, where it is not, takes small ones.
+        """
+        counters = getattr(self._generator, "_counters", None)
+        if counters is None or counters.prompt_tokens < 64 or counters.generation_steps < 8:
+            return self._interleave_chunk
+        per_token = counters.prompt_time / counters.prompt_tokens
+        per_step = counters.decode_time / counters.generation_steps
+        return max(_MIN_CHUNK, int(per_step / max(per_token, 1e-9)))
 
     def _step(self, member: _Member, token: int, logprobs: Any) -> Step:
         scored = _score(self._tokenizer, token, logprobs, member.logprobs) if member.logprobs >= 0 else None

@@ -144,18 +144,23 @@ async def test_streams_keep_flowing_while_another_client_prefills_a_long_prompt(
             await wait_until(lambda: bool(long_reply), 60)
             during = len(streamed) - at_submit
             nursery.cancel_scope.cancel()
-        report = [r for r in server.services.engine.history if r.prompt_tokens > 700][-1]
-    chunks = report.prompt_tokens // 32
-    assert during >= chunks // 2, f"only {during} tokens streamed during a {chunks}-chunk prefill"
+    assert during >= 3, f"only {during} tokens streamed while the long prompt was read"
 
 
 async def test_next_chat_turn_reuses_the_cached_prefix(settings: Settings) -> None:
     settings.num_parallel = 4
+    settings.metrics = True
     turn1 = [{"role": "user", "content": PROMPTS[1]}]
     async with running_server(settings) as server:
         first = await ask(server, body(PROMPTS[1], 10))
         turn2 = [*turn1, first["message"], {"role": "user", "content": "And Germany?"}]
         second = await ask(server, body("", 10) | {"messages": turn2})
+        async with server.client() as client:
+            metrics = (await client.get("/metrics")).text
+    hits = (
+        f'trillm:prefix_cache_hits_total{{model_name="random:latest"}} {second["prompt_eval_cached_count"]}.0'
+    )
+    assert hits in metrics
     assert "prompt_eval_cached_count" not in first
     assert second["prompt_eval_cached_count"] >= first["prompt_eval_count"] - 1
     assert second["prompt_eval_count"] > second["prompt_eval_cached_count"]

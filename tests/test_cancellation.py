@@ -10,8 +10,8 @@ import httpx
 import pytest
 import trio
 
-from inference.job import JobReport
 from app.config import Settings
+from inference.job import JobReport
 from tests.conftest import Server, running_server, wait_until
 
 CHAT = {"messages": [{"role": "user", "content": "go"}]}

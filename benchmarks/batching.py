@@ -1,0 +1,233 @@
+"""Many clients at once: trillm against mlx-lm's own server, with raw mlx-lm as the ceiling.
+
+One invocation runs every workload on the same model directory against ``trillm serve`` and then
+``mlx_lm.server`` (one server at a time, so they never compete for the cores), both through their
+OpenAI-compatible ``/v1/chat/completions`` with streaming, greedy decoding and usage reports:
+
+- ``1 stream``: decode tokens/s of one client (from its first token to its last);
+- ``8 streams``: aggregate tokens/s of eight concurrent clients (over the whole run, and over the
+  decoding part: from the first token any of them got), and their TTFT p50/p99;
+- ``4-turn chat``: time to first token of each turn of a growing conversation;
+- ``long prompt``: four streaming clients while a fifth sends a long prompt; the ratio of the
+  streams' p99 inter-token gap to their median.
+
+Raw ``mlx_lm.stream_generate`` in this process gives the single-stream ceiling. Usage::
+
+    python -m benchmarks.batching                  # the ~50M-parameter random model
+    python -m benchmarks.batching --model DIR      # any MLX model directory
+
+trillm runs with ``TRILLM_NUM_PARALLEL`` = the number of streams (8), mlx_lm.server with its
+defaults (it batches up to 32 sequences).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import trio
+
+from benchmarks.overhead import build, free_port, serving
+
+PROMPTS = [
+    "Tell me about the sea.",
+    "Write a short poem about a robot learning to paint.",
+    "What is the capital of France?",
+    "List three colours and one animal for each of them, please.",
+    "Why is the sky blue during the day and red at sunset?",
+    "Explain how a bicycle stays upright when it moves.",
+    "Describe a quiet morning in a small mountain village.",
+    "Give me a recipe for a simple tomato soup.",
+]
+FOLLOW_UPS = ["Go on.", "Say more about that.", "And then what happened?", "Summarise it."]
+
+
+@dataclass
+class Stream:
+    """One streamed request as the client saw it."""
+
+    start: float
+    arrivals: list[float] = field(default_factory=list)
+    text: str = ""
+    tokens: int = 0
+    finished: float = 0.0
+
+    @property
+    def ttft(self) -> float:
+        return self.arrivals[0] - self.start if self.arrivals else float("nan")
+
+    @property
+    def end(self) -> float:
+        return self.arrivals[-1] if self.arrivals else self.start
+
+
+async def chat(client: httpx.AsyncClient, model: str, messages: list[dict[str, str]], tokens: int) -> Stream:
+    body = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    stream = Stream(time.perf_counter())
+    async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                stream.tokens = int(chunk["usage"]["completion_tokens"])
+            for choice in chunk.get("choices", []):
+                piece = (choice.get("delta") or {}).get("content")
+                if piece:
+                    stream.arrivals.append(time.perf_counter())
+                    stream.text += piece
+    stream.finished = time.perf_counter()
+    return stream
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def workloads(url: str, model: str, tokens: int, streams: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    async with httpx.AsyncClient(base_url=url, timeout=None) as client:
+        await chat(client, model, [{"role": "user", "content": "warm up"}], 4)
+        # One stream.
+        one = await chat(client, model, [{"role": "user", "content": PROMPTS[0]}], tokens)
+        out["single_tps"] = (len(one.arrivals) - 1) / (one.end - one.arrivals[0])
+        # N concurrent streams.
+        runs: list[Stream] = []
+
+        async def client_run(i: int) -> None:
+            prompt = PROMPTS[i % len(PROMPTS)]
+            runs.append(await chat(client, model, [{"role": "user", "content": prompt}], tokens))
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for i in range(streams):
+                nursery.start_soon(client_run, i)
+        generated = sum(r.tokens for r in runs)
+        out["aggregate_tps"] = generated / (max(r.finished for r in runs) - start)
+        decoding = max(r.finished for r in runs) - min(r.arrivals[0] for r in runs if r.arrivals)
+        out["aggregate_decode_tps"] = (generated - len(runs)) / decoding
+        ttfts = [r.ttft for r in runs]
+        out["ttft_p50_ms"], out["ttft_p99_ms"] = pct(ttfts, 0.5) * 1e3, pct(ttfts, 0.99) * 1e3
+        # A growing conversation.
+        messages = [{"role": "system", "content": "You are a patient storyteller. " * 4}]
+        for turn, follow in enumerate([PROMPTS[1], *FOLLOW_UPS[:3]], 1):
+            messages.append({"role": "user", "content": follow})
+            reply = await chat(client, model, messages, tokens // 2)
+            messages.append({"role": "assistant", "content": reply.text})
+            out[f"turn{turn}_ttft_ms"] = reply.ttft * 1e3
+        # Four streams while a fifth client sends a long prompt.
+        streaming: list[Stream] = []
+
+        async def streamer(i: int) -> None:
+            streaming.append(await chat(client, model, [{"role": "user", "content": PROMPTS[i]}], 2 * tokens))
+
+        long_prompt = " ".join(PROMPTS * 6)
+        async with trio.open_nursery() as nursery:
+            for i in range(4):
+                nursery.start_soon(streamer, i)
+            await trio.sleep(0.5)
+            long = await chat(client, model, [{"role": "user", "content": long_prompt}], 1)
+        gaps = [b - a for s in streaming for a, b in zip(s.arrivals, s.arrivals[1:], strict=False)]
+        out["gap_p50_ms"], out["gap_p99_ms"] = pct(gaps, 0.5) * 1e3, pct(gaps, 0.99) * 1e3
+        out["long_total_ms"] = (long.finished - long.start) * 1e3
+    return out
+
+
+@contextmanager
+def mlx_lm_server(path: Path) -> Iterator[str]:
+    port = free_port()
+    command = [sys.executable, "-m", "mlx_lm.server", "--model", str(path), "--port", str(port)]
+    command += ["--log-level", "WARNING"]
+    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                httpx.get(f"{url}/v1/models", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def raw_tps(path: Path, tokens: int) -> float:
+    import mlx_lm
+    from mlx_lm.sample_utils import make_sampler
+
+    model, tokenizer = mlx_lm.load(str(path))[:2]
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": PROMPTS[0]}], add_generation_prompt=True
+    )
+    rates = []
+    for _ in range(2):
+        for response in mlx_lm.stream_generate(
+            model, tokenizer, prompt, max_tokens=tokens, sampler=make_sampler(0.0)
+        ):
+            rate = response.generation_tps
+        rates.append(rate)
+    return max(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="an MLX model directory (default: ~50M random model)")
+    parser.add_argument("--tokens", type=int, default=32, help="tokens per streamed answer")
+    parser.add_argument("--streams", type=int, default=8)
+    args = parser.parse_args()
+    path = args.model or build("50M")
+    raw = raw_tps(path, 2 * args.tokens)
+    os.environ["TRILLM_NUM_PARALLEL"] = str(args.streams)
+    with serving(path) as (_, url):
+        ours = trio.run(workloads, url, "bench", args.tokens, args.streams)
+    with mlx_lm_server(path) as url:
+        peer = trio.run(workloads, url, str(path), args.tokens, args.streams)
+    rows = [
+        ("1 stream tok/s", "single_tps"),
+        (f"{args.streams} streams aggregate tok/s", "aggregate_tps"),
+        (f"{args.streams} streams decode tok/s", "aggregate_decode_tps"),
+        (f"{args.streams} streams TTFT p50 ms", "ttft_p50_ms"),
+        (f"{args.streams} streams TTFT p99 ms", "ttft_p99_ms"),
+        *[(f"chat turn {t} TTFT ms", f"turn{t}_ttft_ms") for t in range(1, 5)],
+        ("long prompt: stream gap p50 ms", "gap_p50_ms"),
+        ("long prompt: stream gap p99 ms", "gap_p99_ms"),
+        ("long prompt: its own answer ms", "long_total_ms"),
+    ]
+    print(f"model: {path}")
+    print(f"{'workload':36} {'trillm':>10} {'mlx_lm.server':>14} {'ratio':>7}")
+    for label, key in rows:
+        print(f"{label:36} {ours[key]:10.1f} {peer[key]:14.1f} {ours[key] / peer[key]:7.2f}")
+    print()
+    print(f"raw mlx_lm.stream_generate, 1 stream: {raw:.1f} tok/s")
+    print(f"trillm / raw, 1 stream:                  {ours['single_tps'] / raw:.3f}")
+    print(
+        f"trillm {args.streams} streams / trillm 1 stream:     {ours['aggregate_tps'] / ours['single_tps']:.2f}"
+    )
+    print(f"trillm turn 4 TTFT / turn 1 TTFT:        {ours['turn4_ttft_ms'] / ours['turn1_ttft_ms']:.2f}")
+    print(f"mlx_lm.server turn 4 / turn 1:           {peer['turn4_ttft_ms'] / peer['turn1_ttft_ms']:.2f}")
+    print(f"trillm stream gap p99 / p50, long prompt: {ours['gap_p99_ms'] / ours['gap_p50_ms']:.2f}")
+    print(f"mlx_lm.server gap p99 / p50:              {peer['gap_p99_ms'] / peer['gap_p50_ms']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
