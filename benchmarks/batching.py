@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -197,8 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     path = args.model or build("50M")
     raw = raw_tps(path, 2 * args.tokens)
-    os.environ["TRILLM_NUM_PARALLEL"] = str(args.streams)
-    with serving(path) as (_, url):
+    with serving(path, {"TRILLM_NUM_PARALLEL": str(args.streams)}) as (_, url):
         ours = trio.run(workloads, url, "bench", args.tokens, args.streams)
     with mlx_lm_server(path) as url:
         peer = trio.run(workloads, url, str(path), args.tokens, args.streams)

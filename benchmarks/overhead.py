@@ -82,9 +82,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(store: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = os.environ | {"TRILLM_HOST": f"127.0.0.1:{port}", "TRILLM_MODELS": str(store)}
+    env = os.environ | (env or {}) | {"TRILLM_HOST": f"127.0.0.1:{port}", "TRILLM_MODELS": str(store)}
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -98,12 +98,13 @@ def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 @contextmanager
-def serving(path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``trillm serve`` on a temporary store holding ``path`` as the model ``bench``."""
+def serving(path: Path, env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``trillm serve`` (with ``env`` added to its environment) on a temporary store holding
+    ``path`` as the model ``bench``."""
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp)
         (store / "bench").symlink_to(path.resolve())
-        proc, url = start_server(store)
+        proc, url = start_server(store, env)
         try:
             yield proc, url
         finally:
@@ -115,7 +116,9 @@ def compare(path: Path, tokens: int, rounds: int) -> dict[str, float]:
     import mlx_lm
 
     model, tokenizer = mlx_lm.load(str(path))[:2]
-    with serving(path) as (_, url):
+    # The prefix cache off: every run prefills the same prompt as raw mlx-lm does, so the N / 2N
+    # difference isolates decoding (with it on, each request finds the previous one's tokens).
+    with serving(path, {"TRILLM_PREFIX_CACHE": "0"}) as (_, url):
         client = httpx.Client(base_url=url, timeout=None)  # one connection, as real clients keep
         try:
             server_run(client, "bench", 4)  # load the model and warm up

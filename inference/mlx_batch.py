@@ -50,7 +50,11 @@ class PrefixCache:
         return int(self._lru.nbytes)
 
     def store(self, tokens: list[int], cache: list[Any]) -> None:
+        import mlx.core as mx
+
         if tokens:
+            # Materialise the extracted slices now, so the batch's whole buffers are not kept alive.
+            mx.eval([layer.state for layer in cache])
             self._lru.insert_cache("model", list(tokens), cache)
 
     def fetch(self, prompt: list[int]) -> tuple[list[Any] | None, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import jsonschema
 import pytest
 import trio
 
@@ -235,3 +236,38 @@ async def test_queue_beyond_the_batch_is_fifo(batched: Settings) -> None:
     last_two = [r.queue_seconds for r in reports if r.generated_tokens == 5]
     assert min(last_two) > max(first_two) + 0.3, "the later requests waited for a place in the batch"
     assert set(order[:2]) == {0, 1}, "the first two were served first"
+
+
+async def test_each_sequence_keeps_its_own_grammar_inside_a_batch(batched: Settings) -> None:
+    """Different schemas (and none) decoding in one batch: each reply follows its own."""
+    from tests.test_structured import SCHEMAS
+
+    names = ["nested objects", "array bounds", "enum"]
+    requests = [
+        {
+            "model": "jsonrandom",
+            "prompt": "Order:",
+            "stream": False,
+            "format": SCHEMAS[name],
+            "options": {"temperature": 1, "seed": i, "num_predict": 200},
+        }
+        for i, name in enumerate(names)
+    ]
+    plain = {"model": "jsonrandom", "prompt": "x", "stream": False, "options": {"num_predict": 30}}
+    async with running_server(batched) as server:
+        engine = server.services.engine
+        before = len(engine.history)
+        replies: dict[int, dict[str, Any]] = {}
+
+        async def one(i: int, request: dict[str, Any]) -> None:
+            async with server.client() as client:
+                replies[i] = (await client.post("/api/generate", json=request)).json()
+
+        async with trio.open_nursery() as nursery:
+            for i, request in enumerate([*requests, plain]):
+                nursery.start_soon(one, i, request)
+        reports = list(engine.history)[before:]
+    assert max(r.batch_size for r in reports) >= 2
+    for i, name in enumerate(names):
+        jsonschema.validate(json.loads(replies[i]["response"]), SCHEMAS[name])
+    assert replies[len(names)]["done"]
