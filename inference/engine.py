@@ -303,10 +303,10 @@ class Engine:
         if resident.batch is None:
             resident.batch = resident.model.open_batch()
         key = next(self._keys)
-        resident.sequences[key] = generation
         cached = resident.batch.add(
             Admission(key, generation.prompt, request.params, job.should_stop, generation.constraint)
         )
+        resident.sequences[key] = generation  # only once the batch holds it
         job.report.cached_tokens = cached
         job.report.batch_size = resident.busy
         self._cached_tokens += cached
@@ -325,11 +325,10 @@ class Engine:
             results = batch.step()
         except Exception as error:  # the shared step failed: every sequence in it is lost
             log.exception("a decode step of %s failed", resident.name)
+            resident.batch = None  # a fresh batch for the next requests; this one is not touched again
             for key, generation in list(resident.sequences.items()):
                 generation.fail(error)
                 self._retire(resident, key)
-            batch.close()
-            resident.batch = None
             return
         for key, result in results:
             member = resident.sequences.get(key)
