@@ -70,6 +70,8 @@ def batched(settings: Settings) -> Settings:
 
 async def test_concurrent_greedy_requests_match_each_alone(batched: Settings) -> None:
     requests = [body(p, n) for p, n in zip(PROMPTS, LENGTHS, strict=True)]
+    requests[1]["options"]["repeat_penalty"] = 1.3  # a processor that reads the whole history
+    requests[3]["options"]["frequency_penalty"] = 0.5
     async with running_server(batched) as server:
         single = await alone(server, requests)
         engine = server.services.engine
