@@ -7,7 +7,6 @@ behave like their ``ollama`` namesakes. Failures print ``Error: <message>`` and 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sys
 from datetime import datetime
@@ -18,6 +17,7 @@ import trio
 
 from app.cli_http import Client, CliError, server_message
 from app.config import Settings
+from inference.store import sha256_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,17 +157,13 @@ def _upload(client: Client, directory: Path) -> dict[str, str]:
         relative = file.relative_to(directory).as_posix()
         if any(part.startswith(".") for part in relative.split("/")):
             continue
-        digest = hashlib.sha256()
-        with file.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        name = f"sha256:{digest.hexdigest()}"
+        name = f"sha256:{sha256_file(file)}"
         if client.http.head(f"/api/blobs/{name}").status_code != 200:
             print(f"copying file {relative}", file=sys.stderr)
             with file.open("rb") as handle:
                 response = client.http.post(f"/api/blobs/{name}", content=handle)
             if response.is_error:
-                raise CliError(f"uploading {relative}: {response.json().get('error', response.text)}")
+                raise CliError(f"uploading {relative}: {server_message(response)}")
         files[relative] = name
     return files
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from benchmarks.overhead import build, free_port, serving
+from benchmarks.overhead import build, free_port, serving, wait_for
 
 PROMPTS = [
     "Tell me about the sea.",
@@ -158,12 +158,7 @@ def mlx_lm_server(path: Path) -> Iterator[str]:
     proc = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                httpx.get(f"{url}/v1/models", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_for(proc, f"{url}/v1/models")
         yield url
     finally:
         proc.terminate()

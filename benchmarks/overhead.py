@@ -87,14 +87,21 @@ def start_server(store: Path, env: dict[str, str] | None = None) -> tuple[subpro
     env = os.environ | (env or {}) | {"TRILLM_HOST": f"127.0.0.1:{port}", "TRILLM_MODELS": str(store)}
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
+    wait_for(proc, url)
+    return proc, url
+
+
+def wait_for(proc: subprocess.Popen[bytes], url: str, seconds: float = 60.0) -> None:
+    """Until ``url`` answers; kills ``proc`` and raises if it never does."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         try:
             httpx.get(url, timeout=1)
-            return proc, url
+            return
         except httpx.TransportError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError("server did not start")
+    raise RuntimeError(f"the server at {url} did not start")
 
 
 @contextmanager

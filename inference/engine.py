@@ -70,7 +70,6 @@ class EngineStatistics:
     jobs_done: int
     loads: int = 0
     unloads: int = 0
-    cached_tokens: int = 0  # prompt tokens served from the prefix cache, since start
 
 
 class Engine:
@@ -103,7 +102,6 @@ class Engine:
         self._jobs_done = 0
         self._loads = 0
         self._unloads = 0
-        self._cached_tokens = 0
         self.history: deque[JobReport] = deque(maxlen=1024)
         # Called on the Trio thread with each finished job's report (request logs, metrics).
         self.observers: list[Callable[[JobReport], None]] = [log_report]
@@ -152,7 +150,6 @@ class Engine:
             jobs_done=self._jobs_done,
             loads=self._loads,
             unloads=self._unloads,
-            cached_tokens=self._cached_tokens,
         )
 
     async def unload(self, name: str) -> None:
@@ -198,9 +195,9 @@ class Engine:
                 continue
             try:
                 await self._worker.run(self._serve)
-            except Exception:  # a bug in the loop itself: fail what it held, keep the engine up
+            except Exception as error:  # a bug in the loop itself: fail what it held, keep the engine up
                 log.exception("the batch loop crashed")
-                await self._worker.run(self._fail_running, "the batch loop crashed")
+                await self._worker.run(self._fail_running, error)
             self._residency_changed.set()
 
     def _record(self, job: Job) -> None:
@@ -309,7 +306,6 @@ class Engine:
         resident.sequences[key] = generation  # only once the batch holds it
         job.report.cached_tokens = cached
         job.report.batch_size = resident.busy
-        self._cached_tokens += cached
 
     def _step(self, resident: Resident) -> None:
         """One step of ``resident``'s batch; hand each sequence its token."""
@@ -325,10 +321,7 @@ class Engine:
             results = batch.step()
         except Exception as error:  # the shared step failed: every sequence in it is lost
             log.exception("a decode step of %s failed", resident.name)
-            resident.batch = None  # a fresh batch for the next requests; this one is not touched again
-            for key, generation in list(resident.sequences.items()):
-                generation.fail(error)
-                self._retire(resident, key)
+            self._lose_batch(resident, error)
             return
         for key, result in results:
             member = resident.sequences.get(key)
@@ -359,15 +352,17 @@ class Engine:
             except trio.RunFinishedError:
                 pass
 
-    def _fail_running(self, message: str) -> None:
+    def _lose_batch(self, resident: Resident, error: Exception) -> None:
+        """Fail every sequence of ``resident``'s batch; the next requests get a fresh batch (this
+        one is not touched again)."""
+        resident.batch = None
+        for key, generation in list(resident.sequences.items()):
+            generation.fail(error)
+            self._retire(resident, key)
+
+    def _fail_running(self, error: Exception) -> None:
         for resident in list(self._resident.values()):
-            for key in list(resident.sequences):
-                resident.sequences[key].job.report.outcome = "failed"
-                resident.sequences[key].job.emit(Failed(message))
-                self._retire(resident, key)
-            if resident.batch is not None:
-                resident.batch.close()
-                resident.batch = None
+            self._lose_batch(resident, error)
 
     # -- residency (worker thread) -----------------------------------------------------------
 

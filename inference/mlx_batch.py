@@ -39,8 +39,6 @@ class PrefixCache:
         from mlx_lm.models.cache import LRUPromptCache
 
         self._lru = LRUPromptCache(max_size=max(entries, 1), max_bytes=max_bytes)
-        self.hits = 0
-        self.misses = 0
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -72,9 +70,7 @@ class PrefixCache:
             else:
                 cache = None
         if cache is None:
-            self.misses += 1
             return None, 0
-        self.hits += 1
         return cache, len(prompt) - len(rest)
 
 

@@ -307,11 +307,14 @@ def _verify_and_store(store: ModelStore, remote: RemoteFile, path: Path) -> str:
                 f"{remote.name} is corrupt: {error}; the damaged download was removed, pull again", 502
             ) from error
     if remote.blob_id:
-        digest = hashlib.sha1(usedforsecurity=False)
-        digest.update(f"blob {path.stat().st_size}\0".encode())
+
+        def git_blob() -> Any:  # git's object id: sha1 of "blob SIZE\0" and the content
+            digest = hashlib.sha1(usedforsecurity=False)
+            digest.update(f"blob {path.stat().st_size}\0".encode())
+            return digest
+
         with path.open("rb") as file:
-            while chunk := file.read(1 << 20):
-                digest.update(chunk)
+            digest = hashlib.file_digest(file, git_blob)
         if digest.hexdigest() != remote.blob_id:
             path.unlink(missing_ok=True)
             raise PullError(
