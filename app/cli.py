@@ -83,7 +83,11 @@ def _serve(host: str | None, models: str | None) -> int:
     from app.server import create_app, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings.from_env(host=host, models=models)
+    try:
+        settings = Settings.from_env(host=host, models=models)
+    except ValueError as error:
+        print(f"Error: invalid configuration: {error}", file=sys.stderr)
+        return 1
     try:
         check_exposure(settings)
     except InsecureBind as error:

@@ -13,6 +13,7 @@ from pathlib import Path
 from app.durations import parse_duration
 
 DEFAULT_PORT = 11434
+BACKENDS = ("mlx", "llamacpp")
 
 
 def _env(name: str) -> str | None:
@@ -66,6 +67,9 @@ class Settings:
     max_headers: int = 100  # more request headers than this get 431
     header_timeout: float = 30.0  # a connection must send its request headers within this
     body_timeout: float = 60.0  # and its body within this once the headers are in
+    backend: str | None = None  # "mlx" or "llamacpp": preferred where both could serve a model
+    ollama_models: Path | None = None  # an Ollama store whose models are served read-only
+    num_thread: int | None = None  # llama.cpp CPU threads (None: half the cores)
 
     def exposed(self) -> bool:
         """Whether the bind address is reachable from other machines."""
@@ -78,6 +82,7 @@ class Settings:
         out = {key: value for key, value in vars(self).items() if key != "api_key"}
         out["api_key"] = "set" if self.api_key else "unset"
         out["models"] = str(self.models)
+        out["ollama_models"] = str(self.ollama_models) if self.ollama_models else None
         return out
 
     @classmethod
@@ -117,4 +122,15 @@ class Settings:
             settings.max_headers = int(headers)
         if context := _env("CONTEXT_LENGTH"):
             settings.context_length = int(context)
+        if backend := os.environ.get("TRILLM_BACKEND"):
+            settings.backend = backend.strip().lower()
+            if settings.backend not in BACKENDS:
+                raise ValueError(f"TRILLM_BACKEND must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        ollama = os.environ.get("TRILLM_OLLAMA_MODELS")
+        if ollama:
+            settings.ollama_models = Path(ollama).expanduser()
+        elif ollama is None and (Path.home() / ".ollama" / "models").is_dir():
+            settings.ollama_models = Path.home() / ".ollama" / "models"
+        if threads := os.environ.get("TRILLM_NUM_THREAD"):
+            settings.num_thread = max(1, int(threads))
         return settings

@@ -207,7 +207,7 @@ def _manifest(
         )
     assert base is not None
     if base.manifest is None:
-        manifest = store.import_directory(base.path, name, source=f"from {base.name}")
+        manifest = store.import_model(base, name, source=f"from {base.name}")
     else:
         manifest = replace(base.manifest, name=name, source=f"from {base.name}")
     manifest.parent = base.name

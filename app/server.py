@@ -22,6 +22,7 @@ from app.errors import install_error_handlers
 from app.services import Services
 from inference.backend import Backend
 from inference.engine import Engine
+from inference.ollama_store import OllamaStore
 from inference.store import ModelStore
 
 log = logging.getLogger("trillm")
@@ -30,14 +31,28 @@ GRACE_SECONDS = 5.0
 
 
 def default_backends(settings: Settings) -> list[Backend]:
+    """MLX and llama.cpp, in the order that picks the backend for a model both could serve:
+    ``TRILLM_BACKEND`` when set; else MLX on Apple Silicon, llama.cpp elsewhere when installed."""
+    import importlib.util
+    import platform
+
+    from inference.llamacpp_backend import LlamaCppBackend, LlamaCppSettings
     from inference.mlx_backend import CacheSettings, MlxBackend
 
     cache = CacheSettings(entries=settings.prefix_cache_entries, max_bytes=settings.prefix_cache_mb << 20)
-    return [MlxBackend(cache)]
+    mlx = MlxBackend(cache)
+    llamacpp = LlamaCppBackend(LlamaCppSettings(settings.context_length, settings.num_thread))
+    preferred = settings.backend
+    if preferred is None:
+        apple = platform.system() == "Darwin" and platform.machine() == "arm64"
+        installed = importlib.util.find_spec("llama_cpp") is not None
+        preferred = "llamacpp" if installed and not apple else "mlx"
+    return [llamacpp, mlx] if preferred == "llamacpp" else [mlx, llamacpp]
 
 
 def create_app(settings: Settings, backends: list[Backend] | None = None) -> QuartTrio:
     backends = default_backends(settings) if backends is None else backends
+    ollama = OllamaStore(settings.ollama_models) if settings.ollama_models else None
     engine = Engine(
         backends,
         max_queue=settings.max_queue,
@@ -45,7 +60,7 @@ def create_app(settings: Settings, backends: list[Backend] | None = None) -> Qua
         max_loaded=settings.max_loaded_models,
         num_parallel=settings.num_parallel,
     )
-    services = Services(engine=engine, store=ModelStore(settings.models, backends), settings=settings)
+    services = Services(engine=engine, store=ModelStore(settings.models, backends, ollama), settings=settings)
     app = QuartTrio("trillm")
     # Bodies are capped where they are read (fields.read_raw), so that blob uploads can be large.
     app.config["MAX_CONTENT_LENGTH"] = None

@@ -84,9 +84,15 @@ class ModelInfo:
 
 
 class LoadedModel(Protocol):
-    """A model resident in memory. All methods run on the engine's worker thread."""
+    """A model resident in memory. All methods run on the engine's worker thread.
+
+    ``info.context_length`` is the window the loaded model holds: no request's prompt and reply
+    go beyond it. ``max_sequences`` caps the sequences its batch decodes at once (0: only the
+    engine's ``num_parallel`` does).
+    """
 
     info: ModelInfo
+    max_sequences: int
 
     def render_chat(
         self,

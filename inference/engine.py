@@ -259,7 +259,8 @@ class Engine:
         if request.kind != "generate":
             return True
         if resident is not None:
-            return resident.busy < self.num_parallel
+            own = resident.model.max_sequences
+            return resident.busy < (min(own, self.num_parallel) if own > 0 else self.num_parallel)
         return len(self._resident) < self.max_loaded or any(r.busy == 0 for r in self._resident.values())
 
     def _start(self, job: Job) -> None:

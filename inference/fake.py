@@ -29,6 +29,8 @@ EOS = 0
 class FakeModel:
     """Plays a script; see the module docstring."""
 
+    max_sequences = 0
+
     def __init__(self, script: dict[str, Any], info: ModelInfo, log: list[list[int]]) -> None:
         self.info = info
         self._script = script

@@ -156,10 +156,14 @@ class Generation:
             )
         self.prompt = [*request.context, *model.tokenize(text)]
         job.report.prompt_tokens = len(self.prompt)
-        if len(self.prompt) >= request.num_ctx:
-            message = f"{CONTEXT_TOO_LONG} ({len(self.prompt)} >= num_ctx {request.num_ctx})"
+        window = request.num_ctx
+        if 0 < model.info.context_length < window:  # the loaded model holds no more than this
+            window = model.info.context_length
+        if len(self.prompt) >= window:
+            limit = f"num_ctx {window}" if window == request.num_ctx else f"the model's context of {window}"
+            message = f"{CONTEXT_TOO_LONG} ({len(self.prompt)} >= {limit})"
             return self._failed("failed", message, 400)
-        self._budget = request.num_ctx - len(self.prompt)
+        self._budget = window - len(self.prompt)
         if request.num_predict >= 0:
             self._budget = min(self._budget, request.num_predict)
         inside = steering.split_thinking and text.rstrip().endswith("<think>")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.backend import ModelInfo, ModelLoadError, SamplingParams
+from inference.chat_template import template_message
 from inference.mlx_batch import MlxBatch, PrefixCache, make_processors, make_sampler
 from validation.constraint import GrammarCache, TokenConstraint
 
@@ -115,21 +116,10 @@ def _mask_processor(constraint: TokenConstraint) -> Callable[[Any, Any], Any]:
     return process
 
 
-def template_message(message: dict[str, object]) -> dict[str, object]:
-    """An Ollama message in the shape Hugging Face chat templates expect."""
-    out = dict(message)
-    if "thinking" in out:
-        out["reasoning_content"] = out.pop("thinking")
-    calls = out.get("tool_calls")
-    if isinstance(calls, list):
-        out["tool_calls"] = [{"type": "function", **c} if isinstance(c, dict) else c for c in calls]
-    if out.get("role") == "tool" and "tool_name" in out:
-        out.setdefault("name", out["tool_name"])
-    return out
-
-
 class MlxModel:
     """A model loaded with ``mlx_lm.load``."""
+
+    max_sequences = 0
 
     def __init__(self, path: Path, cache: CacheSettings) -> None:
         import mlx_lm

@@ -1,6 +1,8 @@
 """Pulling a model from the Hugging Face Hub into the store, with Ollama-shaped progress.
 
-A name such as ``mlx-community/Qwen3-0.6B-4bit`` (or ``hf.co/...``) is a Hub repo id. The repo's
+A name such as ``mlx-community/Qwen3-0.6B-4bit`` (or ``hf.co/...``) is a Hub repo id: an MLX repo
+is pulled whole; from a GGUF repo, the tag picks the quantisation (``hf.co/ORG/REPO:Q4_K_M``, as
+Ollama reads it) and only that GGUF file is pulled. The repo's
 file list comes from ``huggingface_hub`` (which honours ``HF_ENDPOINT`` and ``HF_TOKEN``), and
 each file is fetched with its ``http_get`` into ``<store>/partial/...``, appending to what an
 earlier, interrupted pull left there (a ``Range`` request), so a pull resumes where it stopped.
@@ -34,6 +36,8 @@ from inference.store import ModelStore, StoredModel, StoreError, safe_relative
 
 # What a model directory needs, as mlx-lm downloads it (remote code is never fetched).
 MLX_FILES = ("*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja")
+PREFERRED_QUANTS = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0", "Q4_0", "F16", "BF16")
+_SHARD = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
 REPORT_EVERY = 0.06  # seconds between progress lines per file, as Ollama paces them
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _locks: dict[str, threading.Lock] = {}
@@ -130,6 +134,7 @@ def pull_model(
             name=str(wanted),
             files=files,
             info=store.describe_files(files),
+            format="gguf" if any(n.lower().endswith(".gguf") for n in files) else "safetensors",
             source=f"hf.co/{plan.repo}@{plan.commit}",
             created_at=datetime.now().astimezone().isoformat(),
         )
@@ -174,8 +179,8 @@ def _plan(wanted: ModelName, endpoint: str, token: str | None) -> _Plan:
     names = {r.name for r in remotes}
     plan = _Plan(repo=str(info.id or wanted.repo), commit=commit)
     has_weights = any(fnmatch(n, "*.safetensors") for n in names)
-    ggufs = sorted(n for n in names if n.lower().endswith(".gguf"))
-    if "config.json" in names and has_weights:
+    ggufs = [r for r in remotes if r.name.lower().endswith(".gguf") and "mmproj" not in r.name.lower()]
+    if "config.json" in names and has_weights and (wanted.tag == "latest" or not ggufs):
         if wanted.tag != "latest":
             raise PullError(
                 f"{wanted.repo} holds safetensors weights; a tag ({wanted.tag!r}) only selects a GGUF "
@@ -184,12 +189,7 @@ def _plan(wanted: ModelName, endpoint: str, token: str | None) -> _Plan:
             )
         plan.files = [r for r in remotes if "/" not in r.name and any(fnmatch(r.name, p) for p in MLX_FILES)]
     elif ggufs:
-        raise PullError(
-            f"{wanted.repo} holds GGUF files ({', '.join(ggufs[:3])}); serving GGUF needs the llama.cpp "
-            "backend, which this version of trillm does not include yet. Pull an MLX conversion "
-            "(for example from mlx-community) instead.",
-            400,
-        )
+        plan.files = _gguf_files(wanted, ggufs)
     else:
         raise PullError(
             f"{wanted.repo} is not an MLX or GGUF model: it has no config.json with *.safetensors "
@@ -202,6 +202,43 @@ def _plan(wanted: ModelName, endpoint: str, token: str | None) -> _Plan:
         except StoreError as error:
             raise PullError(f"{wanted.repo} lists a file trillm will not write: {error}", 400) from error
     return plan
+
+
+def _quant_pattern(quant: str) -> re.Pattern[str]:
+    """``Q4_K_M`` as a whole word of a file name (not the start of ``Q4_K_M_L`` or ``Q4_0_4_4``)."""
+    return re.compile(rf"(?<![A-Za-z0-9]){re.escape(quant)}(?![A-Za-z0-9_])", re.IGNORECASE)
+
+
+def _gguf_files(wanted: ModelName, ggufs: list[RemoteFile]) -> list[RemoteFile]:
+    """The GGUF file (every shard of it, when split) of the quantisation the tag names.
+
+    Without a tag, Q4_K_M as Ollama picks, else the first of :data:`PREFERRED_QUANTS` present,
+    else the first file.
+    """
+    ggufs = sorted(ggufs, key=lambda r: r.name)
+    if wanted.tag.lower() != "latest":
+        matching = [r for r in ggufs if _quant_pattern(wanted.tag).search(r.name)]
+        if not matching:
+            available = ", ".join(r.name for r in ggufs[:12])
+            raise PullError(
+                f"{wanted.repo} has no GGUF file of quantisation {wanted.tag!r}; its GGUF files: {available}",
+                404,
+            )
+    else:
+        matching = next(
+            (
+                found
+                for q in PREFERRED_QUANTS
+                if (found := [r for r in ggufs if _quant_pattern(q).search(r.name)])
+            ),
+            ggufs,
+        )
+    first = matching[0]
+    shard = _SHARD.search(first.name)
+    if shard is None:
+        return [first]
+    prefix = first.name[: shard.start()]
+    return [r for r in matching if r.name.startswith(prefix) and _SHARD.search(r.name)]
 
 
 def _check_space(store: ModelStore, plan: _Plan) -> None:

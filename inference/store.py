@@ -3,10 +3,14 @@
 Two kinds of model are served from ``root``:
 
 * **plain directories** a user copied in: ``<root>/NAME`` (or ``<root>/NS/NAME``) holding a model
-  some backend loads is served as ``NAME:latest``;
+  some backend loads is served as ``NAME:latest``, and so is a GGUF file ``<root>/NAME.gguf``;
 * **managed models** (pulled, created, copied): a manifest at ``<root>/manifests/NS/MODEL/TAG``
   lists content-addressed files in ``<root>/blobs``; ``<root>/snapshots/KEY`` is a directory of
   links to them that a backend loads like any model directory.
+
+Models of an existing Ollama store (:mod:`inference.ollama_store`) are listed after these, under
+Ollama's names, unless a model of the store has the same name. They are only read: deleting one is
+refused, and copying or creating from one copies its GGUF into this store.
 
 Every name goes through :func:`inference.names.parse_name` and every file name from outside
 through :func:`safe_relative` before it is joined to ``root``, and each path is checked to stay
@@ -27,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from inference.backend import Backend, ModelInfo
 from inference.manifest import Manifest, digest_hex
 from inference.names import InvalidModelName, ModelName, normalize_name, parse_name
+from inference.ollama_store import OllamaModel, OllamaStore
 
 __all__ = ["InvalidModelName", "ModelNotFound", "ModelStore", "StoredModel", "normalize_name"]
 
@@ -52,13 +57,18 @@ class StoredModel:
     modified_at: datetime
     digest: str
     manifest: Manifest | None = None
+    ollama: OllamaModel | None = None  # a model of the Ollama store, read-only
 
     @property
     def system(self) -> str | None:
+        if self.ollama is not None:
+            return self.ollama.system
         return self.manifest.system if self.manifest else None
 
     @property
     def parameters(self) -> dict[str, object]:
+        if self.ollama is not None:
+            return self.ollama.parameters
         return self.manifest.parameters if self.manifest else {}
 
     @property
@@ -96,9 +106,10 @@ def sha256_file(path: Path) -> str:
 class ModelStore:
     """Finds models under ``root`` and the backend for each; adds and removes managed ones."""
 
-    def __init__(self, root: Path, backends: list[Backend]) -> None:
+    def __init__(self, root: Path, backends: list[Backend], ollama: OllamaStore | None = None) -> None:
         self.root = root
         self._backends = backends
+        self._ollama = ollama
         self._cache: dict[Path, tuple[float, StoredModel]] = {}
         self._manifests: dict[Path, tuple[int, StoredModel]] = {}
         self._lock = threading.Lock()  # manifests and blobs change under it (pull threads)
@@ -106,10 +117,10 @@ class ModelStore:
     # -- reading -----------------------------------------------------------------------------
 
     def list(self) -> StoredModels:
-        if not self.root.is_dir():
-            return []
-        models = {m.name.lower(): m for m in self._plain_models()}
-        models |= {m.name.lower(): m for m in self._managed_models()}
+        models = {m.name.lower(): m for m in self._ollama_models()}
+        if self.root.is_dir():
+            models |= {m.name.lower(): m for m in self._plain_models()}
+            models |= {m.name.lower(): m for m in self._managed_models()}
         return sorted(models.values(), key=lambda m: m.name)
 
     def resolve(self, name: str) -> StoredModel:
@@ -123,7 +134,7 @@ class ModelStore:
         managed = self._read_manifest(file) if file.is_file() else None
         if managed is not None and managed.name.lower() == wanted.key:
             return managed
-        for model in self._plain_models():
+        for model in [*self._plain_models(), *self._ollama_models()]:
             if model.name.lower() == wanted.key:
                 return model
         raise ModelNotFound(name)
@@ -132,8 +143,13 @@ class ModelStore:
         return next((b for b in self._backends if b.can_load(path)), None)
 
     def _plain_models(self) -> StoredModels:
+        if not self.root.is_dir():
+            return []
         found = []
         for entry in sorted(self.root.iterdir()):
+            if entry.suffix == ".gguf" and entry.is_file() and self.backend_for(entry) is not None:
+                found.append((entry.stem, entry))
+                continue
             if not entry.is_dir() or entry.name.startswith(".") or entry.name in RESERVED:
                 continue
             if self.backend_for(entry) is not None:
@@ -151,7 +167,8 @@ class ModelStore:
         return models
 
     def _describe(self, name: str, path: Path) -> StoredModel:
-        mtime = max(f.stat().st_mtime for f in path.iterdir())
+        files = sorted(path.iterdir()) if path.is_dir() else [path]
+        mtime = max(f.stat().st_mtime for f in files)
         cached = self._cache.get(path)
         if cached is not None and cached[0] == mtime:
             return cached[1]
@@ -159,7 +176,7 @@ class ModelStore:
         assert backend is not None
         info = self._read_info(backend, path)
         fingerprint = hashlib.sha256()
-        for file in sorted(path.iterdir()):
+        for file in files:
             stat = file.stat()
             fingerprint.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
         model = StoredModel(
@@ -180,6 +197,31 @@ class ModelStore:
         except (OSError, ValueError, KeyError, TypeError) as error:
             # Still listed, so that using it gives the load error instead of "not found".
             return ModelInfo("unknown", 0, 0, "unknown", None, 0, {"error": str(error)})
+
+    def _ollama_models(self) -> StoredModels:
+        if self._ollama is None:
+            return []
+        models = []
+        for found in self._ollama.list():
+            backend = self.backend_for(found.gguf)
+            if backend is None:
+                continue
+            cached = self._cache.get(found.manifest)
+            if cached is not None and cached[1].ollama == found:
+                models.append(cached[1])
+                continue
+            model = StoredModel(
+                name=found.name,
+                path=found.gguf,
+                backend=backend.name,
+                info=self._read_info(backend, found.gguf),
+                modified_at=found.modified_at,
+                digest=found.digest,
+                ollama=found,
+            )
+            self._cache[found.manifest] = (0.0, model)
+            models.append(model)
+        return models
 
     def _managed_models(self) -> StoredModels:
         models = []
@@ -306,16 +348,29 @@ class ModelStore:
         if model.manifest is not None:
             manifest = replace(model.manifest, name=target)
         else:
-            manifest = self.import_directory(model.path, target, source=f"copy of {model.name}")
+            manifest = self.import_model(model, target, source=f"copy of {model.name}")
         return self.save(manifest)
 
+    def import_model(self, model: StoredModel, name: str, *, source: str) -> Manifest:
+        """A manifest called ``name`` for a model that has none (a plain directory or file, or a
+        model of the Ollama store), its files copied into the blob store; defaults carried over."""
+        manifest = self.import_directory(model.path, name, source=source)
+        manifest.parameters = dict(model.parameters)
+        manifest.system = model.system
+        return manifest
+
     def import_directory(self, directory: Path, name: str, *, source: str = "") -> Manifest:
-        """A manifest for the files of ``directory``, copied into the blob store (not yet saved)."""
+        """A manifest for the files of ``directory`` (or the single GGUF file it names), copied into
+        the blob store (not yet saved)."""
         backend = self.backend_for(directory)
         if backend is None:
             raise StoreError(f"{directory} holds no model a backend can load")
         files = {}
-        for file in sorted(directory.rglob("*")):
+        if directory.is_file():
+            staging = self.blob_upload_path()
+            shutil.copyfile(directory, staging)
+            files["model.gguf"] = self.add_blob(staging)
+        for file in sorted(directory.rglob("*")) if directory.is_dir() else []:
             relative = file.relative_to(directory).as_posix()
             if not file.is_file() or any(p.startswith(".") for p in PurePosixPath(relative).parts):
                 continue
@@ -326,6 +381,7 @@ class ModelStore:
             name=name,
             files=files,
             info=self._read_info(backend, directory),
+            format="gguf" if backend.name == "llamacpp" else "safetensors",
             source=source or f"local:{directory}",
             created_at=datetime.now().astimezone().isoformat(),
         )
@@ -333,6 +389,11 @@ class ModelStore:
     def delete(self, name: str) -> None:
         """Remove the model called ``name`` (its manifest, or its plain directory)."""
         model = self.resolve(name)
+        if model.ollama is not None:
+            raise StoreError(
+                f'model "{model.name}" belongs to the Ollama store ({model.ollama.manifest}), which trillm '
+                "only reads; remove it with: ollama rm " + model.name
+            )
         with self._lock:
             if model.manifest is None:
                 path = self._inside(model.path)

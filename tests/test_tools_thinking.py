@@ -216,7 +216,7 @@ async def test_documented_400s(server: Server, body: dict[str, Any], message: st
 def test_history_calls_render_through_the_template(agent_dir: Any) -> None:
     from transformers import PreTrainedTokenizerFast
 
-    from inference.mlx_backend import template_message
+    from inference.chat_template import template_message
 
     hf = PreTrainedTokenizerFast.from_pretrained(str(agent_dir))
     messages = [
