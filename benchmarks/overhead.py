@@ -107,10 +107,10 @@ def wait_for(proc: subprocess.Popen[bytes], url: str, seconds: float = 60.0) -> 
 @contextmanager
 def serving(path: Path, env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``trillm serve`` (with ``env`` added to its environment) on a temporary store holding
-    ``path`` as the model ``bench``."""
+    ``path`` (a model directory or a GGUF file) as the model ``bench``."""
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp)
-        (store / "bench").symlink_to(path.resolve())
+        (store / ("bench.gguf" if path.suffix == ".gguf" else "bench")).symlink_to(path.resolve())
         proc, url = start_server(store, env)
         try:
             yield proc, url

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import codecs
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from inference.backend import ModelInfo, ModelLoadError, SamplingParams, Step, TokenLogprob
+from inference.backend import GenerationCancelled, ModelInfo, ModelLoadError, SamplingParams, Step, TokenLogprob
 from inference.batch import Admission, StepResult
 from inference.chat_template import render
 from inference.gguf_file import GGUFError, GGUFHeader, is_gguf, read_header
@@ -190,6 +190,7 @@ class _Member:
     prompt: list[int]
     pending: int  # index of the next prompt token to prefill
     params: SamplingParams
+    should_stop: Callable[[], bool]
     sampler: Any
     constraint: TokenConstraint | None
     decoder: codecs.IncrementalDecoder
@@ -223,6 +224,7 @@ class LlamaCppBatch:
             prompt=prompt,
             pending=reused,
             params=admission.params,
+            should_stop=admission.should_stop,
             sampler=self._sampler(admission.params, prompt),
             constraint=admission.constraint,
             decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
@@ -280,11 +282,13 @@ class LlamaCppBatch:
     def _advance(self, member: _Member) -> list[tuple[int, StepResult]]:
         llama = self._model._llama
         if member.pending < len(member.prompt):
+            if member.pending and member.should_stop():
+                raise GenerationCancelled
             end = min(len(member.prompt), member.pending + max(1, member.params.prefill_chunk))
             llama.eval(member.prompt[member.pending : end])
             member.pending = end
             if end < len(member.prompt):
-                return []  # more prompt to read; the engine checks for cancellation meanwhile
+                return []  # more prompt to read, in the next step
         elif member.last is not None:
             if llama.n_tokens >= llama.n_ctx():
                 raise RuntimeError(f"the context window of {llama.n_ctx()} tokens is full")

@@ -2,6 +2,11 @@
 
 The MLX model is built once per session by ``tests/tiny_model.py`` (trained for a few hundred
 steps to memorise scripted replies) and loaded through the same code path a user's model takes.
+``tests/tiny_gguf.py`` writes the same models as GGUF files for llama.cpp.
+
+A test module marked ``both_backends`` runs each test twice: once with the store's real models
+(``tiny``, ``random``, ``jsonrandom``, ``agent``) in the MLX layout, once as GGUF files served by
+llama.cpp under the same names.
 """
 
 from __future__ import annotations
@@ -22,7 +27,23 @@ from app.config import Settings
 from app.server import create_app, default_backends, serve
 from app.services import Services
 from inference.fake import FakeBackend
-from tests import tiny_model
+from tests import tiny_gguf, tiny_model
+
+REAL_MODELS = ("tiny", "random", "jsonrandom", "agent")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_backends") and "backend_kind" in metafunc.fixturenames:
+        metafunc.parametrize("backend_kind", ["mlx", "llamacpp"], indirect=True)
+
+
+@pytest.fixture
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    """Which backend serves the store's real models: ``mlx`` unless a test is parametrised."""
+    kind = str(getattr(request, "param", "mlx"))
+    if kind == "llamacpp":
+        pytest.importorskip("llama_cpp", reason='llama.cpp backend not installed (pip install -e ".[llamacpp]")')
+    return kind
 
 
 def write_fake(store: Path, name: str, **script: object) -> Path:
@@ -57,14 +78,35 @@ def agent_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_model.build_agent_model(tmp_path_factory.mktemp("models") / "agent")
 
 
+@pytest.fixture(scope="session")
+def gguf_files(
+    tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path, random_dir: Path, json_random_dir: Path, agent_dir: Path
+) -> dict[str, Path]:
+    """The real models as GGUF files (written once per session, in seconds)."""
+    out = tmp_path_factory.mktemp("gguf")
+    sources = dict(zip(REAL_MODELS, (tiny_dir, random_dir, json_random_dir, agent_dir), strict=True))
+    return {name: tiny_gguf.write_gguf(source, out / f"{name}.gguf") for name, source in sources.items()}
+
+
 @pytest.fixture
-def store(tmp_path: Path, tiny_dir: Path, random_dir: Path, json_random_dir: Path, agent_dir: Path) -> Path:
+def store(
+    tmp_path: Path,
+    backend_kind: str,
+    tiny_dir: Path,
+    random_dir: Path,
+    json_random_dir: Path,
+    agent_dir: Path,
+    request: pytest.FixtureRequest,
+) -> Path:
     root = tmp_path / "store"
     root.mkdir()
-    (root / "agent").symlink_to(agent_dir)
-    (root / "jsonrandom").symlink_to(json_random_dir)
-    (root / "tiny").symlink_to(tiny_dir)
-    (root / "random").symlink_to(random_dir)
+    if backend_kind == "llamacpp":
+        for name, file in request.getfixturevalue("gguf_files").items():
+            (root / f"{name}.gguf").symlink_to(file)
+    else:
+        sources = (tiny_dir, random_dir, json_random_dir, agent_dir)
+        for name, source in zip(REAL_MODELS, sources, strict=True):
+            (root / name).symlink_to(source)
     write_fake(root, "fake", pieces=["Hello", ",", " world", "!"])
     write_fake(root, "fakejson", pieces=['{"a"', ":", "1", ',"b":', '"x"', "}"])
     tools = "{% if tools %}<tool_call>{% endif %}"

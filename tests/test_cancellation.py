@@ -106,8 +106,9 @@ async def test_disconnect_during_prefill_stops_between_chunks(server: Server) ->
 
 
 @pytest.mark.mlx
-async def test_real_mlx_stream_stops_on_disconnect(server: Server) -> None:
-    """The MLX backend stops within a step too, and the model keeps serving afterwards."""
+@pytest.mark.both_backends
+async def test_real_backend_stream_stops_on_disconnect(server: Server) -> None:
+    """MLX and llama.cpp stop within a step too, and the model keeps serving afterwards."""
     body = {"model": "random", "options": {"num_predict": 100000, "temperature": 0}} | CHAT
     await read_lines_then_disconnect(server, body, lines=5)
     await wait_idle(server)
@@ -122,3 +123,24 @@ async def test_real_mlx_stream_stops_on_disconnect(server: Server) -> None:
             | {"messages": [{"role": "user", "content": "Say hello"}]},
         )
     assert r.json()["message"]["content"] == "Hello! 你好 🎉 Grüße."
+
+
+@pytest.mark.mlx
+@pytest.mark.parametrize("backend_kind", ["llamacpp"], indirect=True)
+async def test_llamacpp_prefill_stops_between_batches(server: Server) -> None:
+    """llama.cpp reads a prompt in ``num_batch`` chunks and is abandoned at the next boundary."""
+    body = {
+        "model": "random",
+        "messages": [{"role": "user", "content": "One two three four five. " * 250}],
+        "options": {"num_batch": 1, "num_predict": 1},
+    }
+    async with server.client() as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post("/api/chat", json=body, timeout=0.3)
+    await wait_idle(server)
+    report = last_report(server, "random:latest")
+    assert report.outcome == "cancelled"
+    assert report.decode_steps == 0
+    assert report.checks_after_cancel <= 1
+    assert 0 < report.prefill_checks < report.prompt_tokens - 1
+    await assert_serves_next_at_once(server)

@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import Server
 from tests.tiny_model import SCRIPT
 
-pytestmark = pytest.mark.mlx
+pytestmark = [pytest.mark.mlx, pytest.mark.both_backends]
 
 GREEDY = {"temperature": 0}
 HELLO, HELLO_REPLY = SCRIPT[0]

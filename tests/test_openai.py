@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tests.conftest import Server
 from tests.tiny_model import ASK_PARIS, ASK_SKY, SCRIPT, WEATHER_TOOL
 
-pytestmark = pytest.mark.mlx
+pytestmark = [pytest.mark.mlx, pytest.mark.both_backends]
 HELLO, HELLO_REPLY = SCRIPT[0]
 
 

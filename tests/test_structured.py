@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tests.conftest import Server
 
-pytestmark = pytest.mark.mlx
+pytestmark = [pytest.mark.mlx, pytest.mark.both_backends]
 
 NAME = {"type": "string", "minLength": 1, "maxLength": 12}
 

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import Server
 from tests.tiny_model import ASK_OSLO, ASK_PARIS, ASK_SKY, PARIS_CALL, WEATHER_TOOL
 
-pytestmark = pytest.mark.mlx
+pytestmark = [pytest.mark.mlx, pytest.mark.both_backends]
 GREEDY = {"temperature": 0}
 
 

@@ -1,0 +1,126 @@
+"""llama.cpp: single-stream decode speed through trillm versus raw llama-cpp-python, and the two
+backends side by side on one model.
+
+One invocation measures, interleaved round by round so machine noise hits every side alike:
+
+* raw ``llama_cpp.Llama.generate`` on a GGUF file, and trillm serving that file (llama.cpp backend);
+* raw ``mlx_lm.stream_generate`` on the same model in the MLX layout, and trillm serving it (MLX).
+
+The GGUF is the MLX model's own weights (F32), written by the tests' converter, so both backends
+run the very same model. Decode tokens/s is N / (T(2N) - T(N)), so prefill and fixed costs cancel.
+Usage::
+
+    python -m benchmarks.llamacpp               # the tiny and ~50M-parameter random models
+    python -m benchmarks.llamacpp --preset 50M --rounds 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from benchmarks.overhead import CACHE, PRESETS, PROMPT, build, raw_run, server_run, serving
+
+
+def gguf_of(preset: str) -> Path:
+    """The preset model written as GGUF (cached beside the MLX directory)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.tiny_gguf import write_gguf
+
+    source = build(preset)
+    target = CACHE / f"{preset}.gguf"
+    if not target.exists() or target.stat().st_mtime < (source / "model.safetensors").stat().st_mtime:
+        write_gguf(source, target)
+    return target
+
+
+def llama_raw_run(llama: object, tokens: int) -> float:
+    """Seconds for ``Llama.generate`` (greedy) to produce ``tokens`` tokens after the prompt."""
+    prompt = llama.tokenize(PROMPT.encode(), add_bos=False)  # type: ignore[attr-defined]
+    start = time.perf_counter()
+    count = 0
+    for _ in llama.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0):  # type: ignore[attr-defined]
+        count += 1
+        if count == tokens:
+            break
+    if count != tokens:
+        raise RuntimeError(f"model stopped early ({count} tokens)")
+    return time.perf_counter() - start
+
+
+def measure(
+    raw: Callable[[int], float], client: httpx.Client, tokens: int, rounds: int
+) -> dict[str, float]:
+    """Interleaved raw and server runs of 1, N and 2N tokens; medians as tokens/s and TTFT."""
+    server_run(client, "bench", 4)  # load and warm up both sides
+    raw(4)
+    times: dict[tuple[str, int], list[float]] = {}
+    for _ in range(rounds):
+        for n in (1, tokens, 2 * tokens):
+            times.setdefault(("raw", n), []).append(raw(n))
+            times.setdefault(("srv", n), []).append(server_run(client, "bench", n))
+    med = {key: statistics.median(values) for key, values in times.items()}
+    raw_tps = tokens / (med[("raw", 2 * tokens)] - med[("raw", tokens)])
+    srv_tps = tokens / (med[("srv", 2 * tokens)] - med[("srv", tokens)])
+    return {
+        "raw_tps": raw_tps,
+        "server_tps": srv_tps,
+        "ratio": srv_tps / raw_tps,
+        "raw_ttft_ms": med[("raw", 1)] * 1e3,
+        "server_ttft_ms": med[("srv", 1)] * 1e3,
+    }
+
+
+def llamacpp_side(gguf: Path, tokens: int, rounds: int) -> dict[str, float]:
+    from llama_cpp import Llama
+
+    llama = Llama(model_path=str(gguf), n_ctx=4096, n_batch=512, verbose=False)
+    try:
+        with serving(gguf, {"TRILLM_BACKEND": "llamacpp"}) as (_, url), httpx.Client(base_url=url, timeout=None) as client:
+            return measure(lambda n: llama_raw_run(llama, n), client, tokens, rounds)
+    finally:
+        llama.close()
+
+
+def mlx_side(path: Path, tokens: int, rounds: int) -> dict[str, float]:
+    import mlx_lm
+
+    model, tokenizer = mlx_lm.load(str(path))[:2]
+    env = {"TRILLM_BACKEND": "mlx", "TRILLM_PREFIX_CACHE": "0"}
+    with serving(path, env) as (_, url), httpx.Client(base_url=url, timeout=None) as client:
+        return measure(lambda n: raw_run(model, tokenizer, n), client, tokens, rounds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), action="append", help="default: all")
+    parser.add_argument("--tokens", type=int, default=0, help="tokens per run (default: by model)")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    print(
+        f"{'model':6} {'backend':10} {'raw tok/s':>10} {'trillm tok/s':>13} {'ratio':>7}"
+        f" {'raw TTFT':>10} {'trillm TTFT':>12}"
+    )
+    for preset in args.preset or list(PRESETS):
+        tokens = args.tokens or (400 if preset == "tiny" else 48)
+        sides = {
+            "llama.cpp": llamacpp_side(gguf_of(preset), tokens, args.rounds),
+            "mlx": mlx_side(build(preset), tokens, args.rounds),
+        }
+        for backend, result in sides.items():
+            print(
+                f"{preset:6} {backend:10} {result['raw_tps']:10.1f} {result['server_tps']:13.1f}"
+                f" {result['ratio']:7.3f} {result['raw_ttft_ms']:8.1f}ms {result['server_ttft_ms']:10.1f}ms"
+            )
+        speedup = sides["llama.cpp"]["raw_tps"] / sides["mlx"]["raw_tps"]
+        print(f"{preset:6} llama.cpp ÷ MLX on this CPU (raw decode): {speedup:.2f}")
+
+
+if __name__ == "__main__":
+    main()
