@@ -22,7 +22,7 @@ from app.services import Services
 from inference.manifest import InvalidDigest, Manifest, digest_hex
 from inference.names import InvalidModelName, parse_name
 from inference.pull import PullProgress, pull_model
-from inference.store import ModelNotFound, ModelStore, StoredModel, StoreError, safe_relative
+from inference.store import ModelNotFound, ModelStore, ReadOnlyModel, StoredModel, StoreError, safe_relative
 
 
 def _name(body: dict[str, Any], *, required: str = "model is required") -> str:
@@ -107,6 +107,10 @@ def register(app: Quart, services: Services) -> None:
             model = store.resolve(name)
         except ModelNotFound as error:
             raise NotFound(f"model '{body.get('model') or body.get('name')}' not found") from error
+        try:
+            store.check_deletable(model)  # before it is unloaded
+        except ReadOnlyModel as error:
+            raise BadRequest(str(error)) from error
         await services.engine.unload(model.name)
         try:
             await trio.to_thread.run_sync(store.delete, model.name)

@@ -45,7 +45,7 @@ def gguf_file(path: Path) -> Path | None:
     """The GGUF file ``path`` names: the file itself, or the (first shard of the) one in a directory."""
     if path.is_file():
         return path if is_gguf(path) else None
-    if not path.is_dir() or any(path.glob("*.safetensors")):
+    if not path.is_dir():
         return None
     files = sorted(p for p in path.rglob("*.gguf") if "mmproj" not in p.name.lower())
     return files[0] if files else None

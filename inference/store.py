@@ -46,6 +46,10 @@ class StoreError(Exception):
     """A store operation that cannot be done as asked (the message says why)."""
 
 
+class ReadOnlyModel(StoreError):
+    """The model belongs to another program's store (Ollama's), which trillm never changes."""
+
+
 @dataclass(frozen=True)
 class StoredModel:
     """A model on disk, described without loading it."""
@@ -389,11 +393,7 @@ class ModelStore:
     def delete(self, name: str) -> None:
         """Remove the model called ``name`` (its manifest, or its plain directory)."""
         model = self.resolve(name)
-        if model.ollama is not None:
-            raise StoreError(
-                f'model "{model.name}" belongs to the Ollama store ({model.ollama.manifest}), which trillm '
-                "only reads; remove it with: ollama rm " + model.name
-            )
+        self.check_deletable(model)
         with self._lock:
             if model.manifest is None:
                 path = self._inside(model.path)
@@ -407,6 +407,15 @@ class ModelStore:
             file.unlink()
             self._manifests.pop(file, None)
             self._collect(model.manifest)
+
+    @staticmethod
+    def check_deletable(model: StoredModel) -> None:
+        """Raise :class:`ReadOnlyModel` for a model trillm must not delete."""
+        if model.ollama is not None:
+            raise ReadOnlyModel(
+                f'model "{model.name}" belongs to the Ollama store ({model.ollama.manifest}), which trillm '
+                f"only reads; remove it with: ollama rm {model.name}"
+            )
 
     def _refuse_plain(self, name: ModelName) -> None:
         for model in self._plain_models():

@@ -42,7 +42,9 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
     """Which backend serves the store's real models: ``mlx`` unless a test is parametrised."""
     kind = str(getattr(request, "param", "mlx"))
     if kind == "llamacpp":
-        pytest.importorskip("llama_cpp", reason='llama.cpp backend not installed (pip install -e ".[llamacpp]")')
+        pytest.importorskip(
+            "llama_cpp", reason='llama.cpp backend not installed (pip install -e ".[llamacpp]")'
+        )
     return kind
 
 
@@ -80,7 +82,11 @@ def agent_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def gguf_files(
-    tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path, random_dir: Path, json_random_dir: Path, agent_dir: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_dir: Path,
+    random_dir: Path,
+    json_random_dir: Path,
+    agent_dir: Path,
 ) -> dict[str, Path]:
     """The real models as GGUF files (written once per session, in seconds)."""
     out = tmp_path_factory.mktemp("gguf")

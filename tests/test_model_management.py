@@ -150,12 +150,16 @@ async def test_pull_errors_are_clear(server: Server, hub: FakeHub, monkeypatch: 
         assert "file does not exist" in str(lines[-1]["error"])
         missing = await client.post("/api/pull", json={"model": "nobody/nothing", "stream": False})
         assert missing.status_code == 404
-        for repo, words in (
-            ("someone/readme-only", "not an MLX or GGUF model"),
-            ("someone/gguf-only", "GGUF"),
+        for repo, status, words in (
+            ("someone/readme-only", 400, "not an MLX or GGUF model"),
+            (
+                "someone/gguf-only:Q8_0",
+                404,
+                "no GGUF file of quantisation 'Q8_0'; its GGUF files: model-Q4_K_M",
+            ),
         ):
             response = await client.post("/api/pull", json={"model": repo, "stream": False})
-            assert response.status_code == 400 and words in response.json()["error"]
+            assert response.status_code == status and words in response.json()["error"]
         response = await client.post("/api/pull", json={"model": "llama3", "stream": False})
         assert response.status_code == 400 and "Hugging Face repo id" in response.json()["error"]
         monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")

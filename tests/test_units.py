@@ -188,3 +188,23 @@ LICENSE MIT
 def test_modelfile_errors_name_the_problem(text: str, words: str) -> None:
     with pytest.raises(modelfile.ModelfileError, match=words):
         modelfile.parse(text)
+
+
+def test_the_date_grammar_allows_exactly_the_dates_validation_accepts() -> None:
+    """``format: date`` is enforced with a pattern that agrees with jsonschema's check (which is
+    ``date.fromisoformat``), including leap days and the absence of year 0."""
+    import datetime
+    import re
+
+    from validation.structured import DATE_PATTERN
+
+    pattern = re.compile(DATE_PATTERN)
+    for year in (0, 1, 4, 100, 400, 1900, 2000, 2023, 2024, 9999):
+        for month in range(14):
+            for day in range(33):
+                text = f"{year:04d}-{month:02d}-{day:02d}"
+                try:
+                    valid = bool(datetime.date.fromisoformat(text))
+                except ValueError:
+                    valid = False
+                assert bool(pattern.fullmatch(text)) == valid, text
