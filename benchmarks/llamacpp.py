@@ -54,9 +54,7 @@ def llama_raw_run(llama: object, tokens: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(
-    raw: Callable[[int], float], client: httpx.Client, tokens: int, rounds: int
-) -> dict[str, float]:
+def measure(raw: Callable[[int], float], client: httpx.Client, tokens: int, rounds: int) -> dict[str, float]:
     """Interleaved raw and server runs of 1, N and 2N tokens; medians as tokens/s and TTFT."""
     server_run(client, "bench", 4)  # load and warm up both sides
     raw(4)
@@ -82,7 +80,10 @@ def llamacpp_side(gguf: Path, tokens: int, rounds: int) -> dict[str, float]:
 
     llama = Llama(model_path=str(gguf), n_ctx=4096, n_batch=512, verbose=False)
     try:
-        with serving(gguf, {"TRILLM_BACKEND": "llamacpp"}) as (_, url), httpx.Client(base_url=url, timeout=None) as client:
+        with (
+            serving(gguf, {"TRILLM_BACKEND": "llamacpp"}) as (_, url),
+            httpx.Client(base_url=url, timeout=None) as client,
+        ):
             return measure(lambda n: llama_raw_run(llama, n), client, tokens, rounds)
     finally:
         llama.close()

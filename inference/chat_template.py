@@ -41,11 +41,11 @@ def render(
     extra: dict[str, Any] = dict(special or {})
     if think is not None:
         extra["enable_thinking"] = think
-    rendered, _ = render_jinja_template(
+    rendered: Any = render_jinja_template(
         [[template_message(m) for m in messages]],
         tools=list(tools) or None,
         chat_template=template,
         add_generation_prompt=True,
         **extra,
     )
-    return str(rendered[0])
+    return str(rendered[0][0])  # (one text per conversation, generation indices)

@@ -28,7 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from inference.backend import GenerationCancelled, ModelInfo, ModelLoadError, SamplingParams, Step, TokenLogprob
+from inference.backend import (
+    GenerationCancelled,
+    ModelInfo,
+    ModelLoadError,
+    SamplingParams,
+    Step,
+    TokenLogprob,
+)
 from inference.batch import Admission, StepResult
 from inference.chat_template import render
 from inference.gguf_file import GGUFError, GGUFHeader, is_gguf, read_header
@@ -47,7 +54,7 @@ def gguf_file(path: Path) -> Path | None:
         return path if is_gguf(path) else None
     if not path.is_dir():
         return None
-    files = sorted(p for p in path.rglob("*.gguf") if "mmproj" not in p.name.lower())
+    files = sorted(p for p in path.glob("*.gguf") if "mmproj" not in p.name.lower())
     return files[0] if files else None
 
 
@@ -235,7 +242,7 @@ class LlamaCppBatch:
         from llama_cpp._internals import LlamaSampler
 
         model = self._model
-        sampler = LlamaSampler()
+        sampler = LlamaSampler()  # type: ignore[no-untyped-call]
         window = params.repeat_last_n if params.repeat_last_n >= 0 else model.info.context_length
         penalised = (
             params.repeat_penalty != 1.0 or params.frequency_penalty != 0.0 or params.presence_penalty != 0.0
@@ -249,7 +256,7 @@ class LlamaCppBatch:
                 params.presence_penalty,
             )
         if params.temperature <= 0:
-            sampler.add_greedy()
+            sampler.add_greedy()  # type: ignore[no-untyped-call]
         else:
             if params.top_k > 0:
                 sampler.add_top_k(params.top_k)

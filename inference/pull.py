@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatch
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
 from inference.manifest import Manifest
@@ -125,10 +125,13 @@ def pull_model(
         report(PullProgress("verifying sha256 digest"))
         files = {}
         for remote in plan.files:
+            # A GGUF in a folder of the repo (``Q4_K_M/model-00001-of-00002.gguf``) lands at the
+            # top of the model directory, where the backend looks; MLX files are top-level anyway.
+            local = PurePosixPath(remote.name).name
             if remote.name in fetched:
-                files[remote.name] = _verify_and_store(store, remote, fetched[remote.name])
+                files[local] = _verify_and_store(store, remote, fetched[remote.name])
             else:
-                files[remote.name] = f"sha256:{remote.sha256}"
+                files[local] = f"sha256:{remote.sha256}"
         report(PullProgress("writing manifest"))
         manifest = Manifest(
             name=str(wanted),
