@@ -67,6 +67,7 @@ class Settings:
     max_headers: int = 100  # more request headers than this get 431
     header_timeout: float = 30.0  # a connection must send its request headers within this
     body_timeout: float = 60.0  # and its body within this once the headers are in
+    shutdown_grace: float = 5.0  # on SIGTERM, open connections get this long before they are cut
     backend: str | None = None  # "mlx" or "llamacpp": preferred where both could serve a model
     ollama_models: Path | None = None  # an Ollama store whose models are served read-only
     num_thread: int | None = None  # llama.cpp CPU threads (None: half the cores)
@@ -115,7 +116,11 @@ class Settings:
         settings.allow_insecure_bind = _flag("TRILLM_ALLOW_INSECURE_BIND")
         settings.management = not _flag("TRILLM_DISABLE_MANAGEMENT")
         settings.metrics = _flag("TRILLM_METRICS")
-        for name, attribute in (("HEADER_TIMEOUT", "header_timeout"), ("BODY_TIMEOUT", "body_timeout")):
+        for name, attribute in (
+            ("HEADER_TIMEOUT", "header_timeout"),
+            ("BODY_TIMEOUT", "body_timeout"),
+            ("SHUTDOWN_GRACE", "shutdown_grace"),
+        ):
             if value := os.environ.get(f"TRILLM_{name}"):
                 setattr(settings, attribute, parse_duration(value, bare_number_is_seconds=True))
         if headers := os.environ.get("TRILLM_MAX_HEADERS"):

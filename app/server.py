@@ -27,7 +27,6 @@ from inference.store import ModelStore
 
 log = logging.getLogger("trillm")
 
-GRACE_SECONDS = 5.0
 
 
 def default_backends(settings: Settings) -> list[Backend]:
@@ -96,7 +95,7 @@ def hypercorn_config(settings: Settings) -> Config:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"{host}:{settings.port}"]
     config.accesslog = None
-    config.graceful_timeout = GRACE_SECONDS
+    config.graceful_timeout = settings.shutdown_grace
     # Hypercorn closes a connection that has not finished sending its request headers after the
     # keep-alive timeout (slow-header clients), as it closes idle keep-alive connections.
     config.keep_alive_timeout = settings.header_timeout
@@ -119,7 +118,7 @@ async def serve(
     """Serve ``app`` until ``shutdown_trigger`` returns (default: SIGINT or SIGTERM).
 
     ``started`` gets the bound URLs. On shutdown Hypercorn stops accepting and gives open
-    connections ``GRACE_SECONDS``; live generations get most of that to finish, then end with an
+    connections ``settings.shutdown_grace`` seconds; live generations get most of that to finish, then end with an
     error line so that no client is cut off mid-line.
     """
     engine: Engine = app.extensions["trillm"].engine
@@ -129,6 +128,6 @@ async def serve(
     async def shutdown() -> None:
         await trigger()
         log.info("shutting down")
-        app.nursery.start_soon(engine.drain, GRACE_SECONDS * 0.8)
+        app.nursery.start_soon(engine.drain, settings.shutdown_grace * 0.8)
 
     await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=shutdown, task_status=task_status)

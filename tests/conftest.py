@@ -169,7 +169,9 @@ async def start_server(nursery: trio.Nursery, settings: Settings) -> tuple[Serve
 
 @pytest.fixture
 def settings(store: Path) -> Settings:
-    return Settings(host="127.0.0.1", port=0, models=store)
+    # A short grace: Hypercorn 0.18 holds an idle keep-alive connection (a client left open) for
+    # the whole grace at shutdown, which would add seconds to every test.
+    return Settings(host="127.0.0.1", port=0, models=store, shutdown_grace=1.0)
 
 
 @asynccontextmanager
