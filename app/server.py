@@ -28,7 +28,6 @@ from inference.store import ModelStore
 log = logging.getLogger("trillm")
 
 
-
 def default_backends(settings: Settings) -> list[Backend]:
     """MLX and llama.cpp, in the order that picks the backend for a model both could serve:
     ``TRILLM_BACKEND`` when set; else MLX on Apple Silicon, llama.cpp elsewhere when installed."""

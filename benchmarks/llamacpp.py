@@ -78,7 +78,11 @@ def measure(raw: Callable[[int], float], client: httpx.Client, tokens: int, roun
 def llamacpp_side(gguf: Path, tokens: int, rounds: int) -> dict[str, float]:
     from llama_cpp import Llama
 
-    llama = Llama(model_path=str(gguf), n_ctx=4096, n_batch=512, verbose=False)
+    from inference.llamacpp_backend import describe_gguf
+
+    # The window the server loads the model with: TRILLM_CONTEXT_LENGTH's default, capped by the model's.
+    window = min(4096, describe_gguf(gguf).context_length)
+    llama = Llama(model_path=str(gguf), n_ctx=window, n_batch=512, verbose=False)
     try:
         with (
             serving(gguf, {"TRILLM_BACKEND": "llamacpp"}) as (_, url),
