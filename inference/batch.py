@@ -60,12 +60,13 @@ class DecodeBatch(Protocol):
         ...
 
 
-# ``generate(prompt, params, should_stop, constraint)``: prefill ``prompt`` (checking
-# ``should_stop`` between chunks and raising GenerationCancelled), then yield one Step per sampled
-# token; only tokens ``constraint`` allows, the last one before end-of-sequence marked ``eos``.
+# ``generate(prompt, params, should_stop, constraint)``: prefill ``prompt`` chunk by chunk,
+# yielding ``None`` after each chunk but the last (so a long prompt takes one chunk per batch step)
+# and raising GenerationCancelled when ``should_stop()`` turns true between chunks; then yield one
+# Step per sampled token: only tokens ``constraint`` allows, the last one marked ``eos``.
 GenerateFn = Callable[
     [Sequence[int], SamplingParams, Callable[[], bool], "TokenConstraint | None"],
-    Generator[Step, None, None],
+    Generator[Step | None, None, None],
 ]
 
 
@@ -74,7 +75,7 @@ class GeneratorBatch:
 
     def __init__(self, generate: GenerateFn) -> None:
         self._generate = generate
-        self._members: dict[int, Generator[Step, None, None]] = {}
+        self._members: dict[int, Generator[Step | None, None, None]] = {}
 
     def add(self, admission: Admission) -> int:
         self._members[admission.key] = self._generate(
@@ -91,7 +92,9 @@ class GeneratorBatch:
         results: list[tuple[int, StepResult]] = []
         for key, steps in list(self._members.items()):
             try:
-                results.append((key, next(steps)))
+                step = next(steps)
+                if step is not None:  # None: a prefill chunk was read, no token yet
+                    results.append((key, step))
             except StopIteration:
                 results.append((key, None))
                 self._members.pop(key, None)

@@ -347,6 +347,8 @@ class Engine:
 
     def _finished(self, job: Job) -> None:
         """A job is over: hand its report to the Trio thread."""
+        if job.cancelled_at is not None:
+            job.report.stop_seconds = time.perf_counter() - job.cancelled_at
         if self._trio_token is not None:
             try:
                 self._trio_token.run_sync_soon(self._record, job)

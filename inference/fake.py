@@ -64,12 +64,14 @@ class FakeModel:
         params: SamplingParams,
         should_stop: Callable[[], bool],
         constraint: object = None,
-    ) -> Generator[Step, None, None]:
+    ) -> Generator[Step | None, None, None]:
         self._log.append(list(prompt))
         chunk = max(params.prefill_chunk, 1)
         for start in range(0, len(prompt), chunk):
-            if start and should_stop():
-                raise GenerationCancelled
+            if start:
+                yield None  # one chunk a batch step, as the real backends prefill
+                if should_stop():
+                    raise GenerationCancelled
             time.sleep(float(self._script.get("prefill_delay", 0.0)) * len(prompt[start : start + chunk]))
         pieces: list[str] = list(self._script.get("pieces", ["ok"]))
         fail_at = self._script.get("fail_at")

@@ -132,6 +132,7 @@ class JobReport:
     token_gaps: list[float] = field(default_factory=list)  # seconds between tokens, until observed
     cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
     batch_size: int = 0  # sequences in the model's batch when this one joined (itself included)
+    stop_seconds: float | None = None  # client gone -> the engine let go of the job (cancelled only)
 
 
 class Job:
@@ -142,6 +143,7 @@ class Job:
         self.submitted = time.perf_counter()
         self.report = JobReport(model=request.model, kind=request.kind)
         self.cancelled = False
+        self.cancelled_at: float | None = None  # perf_counter when the client went away
         self._send, self._recv = trio.open_memory_channel[Event](math.inf)
         self._emitted = 0  # written by the producer only
         self._received = 0  # written by the consumer only
@@ -169,6 +171,7 @@ class Job:
         """Stop caring about this job: cancel it wherever it is (queued, prefill, decode)."""
         if self.cancelled:
             return
+        self.cancelled_at = time.perf_counter()
         self.cancelled = True
         self._recv.close()
         if self._on_close is not None:

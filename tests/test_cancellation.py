@@ -100,7 +100,7 @@ async def test_disconnect_during_prefill_stops_between_chunks(server: Server) ->
     report = last_report(server, "prefill:latest")
     assert report.outcome == "cancelled"
     assert report.decode_steps == 0
-    assert report.checks_after_cancel == 1
+    assert report.checks_after_cancel <= 1  # the engine may see the flag first
     assert report.prefill_checks < 10
     await assert_serves_next_at_once(server)
 
