@@ -125,7 +125,10 @@ class Engine:
         finally:
             with trio.CancelScope(shield=True):
                 await self._worker.run(self._unload_all)
-            self._worker.stop()
+                self._worker.stop()
+                # Wait for the thread to end: a thread still inside a backend's native code when
+                # the interpreter exits makes the process abort (SIGABRT) instead of exiting 0.
+                await trio.to_thread.run_sync(self._worker.join, 10.0)
 
     def abort_all(self, message: str = SHUTDOWN_MESSAGE) -> None:
         """End every queued and running job with an error event for its client."""

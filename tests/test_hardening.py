@@ -184,3 +184,70 @@ async def test_metrics(settings: Settings) -> None:
 async def test_metrics_are_off_by_default(server: Server) -> None:
     async with server.client() as client:
         assert (await client.get("/metrics")).status_code == 404
+
+
+@pytest.mark.mlx
+async def test_sigterm_with_twenty_live_streams_ends_each_one_and_exits_cleanly(store: Path) -> None:
+    """``trillm serve`` (a real process) gets SIGTERM while 20 streams are live, 4 decoding on MLX
+    and 16 queued: it stops accepting, ends every stream with its final line within the grace,
+    and exits 0."""
+    import os
+    import signal
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    env = os.environ | {
+        "TRILLM_HOST": f"127.0.0.1:{port}",
+        "TRILLM_MODELS": str(store),
+        "TRILLM_OLLAMA_MODELS": "",
+        "TRILLM_SHUTDOWN_GRACE": "3",
+    }
+    command = [sys.executable, "-m", "app.cli", "serve"]
+    quiet = subprocess.DEVNULL
+    process = await trio.lowlevel.open_process(command, env=env, stdout=quiet, stderr=quiet)
+    endings: list[str] = []
+    streaming: list[int] = []
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            with trio.fail_after(60):
+                while True:
+                    try:
+                        await client.get("/")
+                        break
+                    except httpx.TransportError:
+                        await trio.sleep(0.1)
+
+            async def listen(index: int) -> None:
+                body = {"model": "random", "prompt": f"go {index}", "options": {"num_predict": 100000}}
+                async with httpx.AsyncClient(base_url=url, timeout=60) as own:
+                    async with own.stream("POST", "/api/generate", json=body) as response:
+                        last = ""
+                        async for line in response.aiter_lines():
+                            if line.strip():
+                                last = line
+                                if index not in streaming:
+                                    streaming.append(index)
+                        endings.append(last)
+
+            with trio.fail_after(60):
+                async with trio.open_nursery() as nursery:
+                    for index in range(20):
+                        nursery.start_soon(listen, index)
+                    await wait_until(lambda: len(streaming) >= 4, 30)
+                    process.send_signal(signal.SIGTERM)
+                    code = await process.wait()
+        assert code == 0
+        assert len(endings) == 20  # no stream was left hanging
+        for last in endings:
+            final = json.loads(last)
+            assert final.get("done") is True or final.get("error") == "the server is shutting down", final
+        async with httpx.AsyncClient(base_url=url, timeout=2) as late:
+            with pytest.raises(httpx.TransportError):
+                await late.get("/")  # the listener is gone
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
