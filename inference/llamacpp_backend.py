@@ -121,6 +121,7 @@ class LlamaCppModel:
                 n_ctx=window,
                 n_batch=512,
                 n_threads=threads,
+                n_gpu_layers=-1,  # every layer on the GPU where llama.cpp has one (Metal); else the CPU
                 verbose=False,
             )
         except Exception as error:  # llama-cpp-python raises ValueError for unusable files
