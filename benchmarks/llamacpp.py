@@ -17,15 +17,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from benchmarks.overhead import CACHE, PRESETS, PROMPT, build, raw_run, server_run, serving
+from benchmarks.overhead import CACHE, PRESETS, PROMPT, build, compare, measure, serving
 
 
 def gguf_of(preset: str) -> Path:
@@ -54,27 +52,6 @@ def llama_raw_run(llama: object, tokens: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(raw: Callable[[int], float], client: httpx.Client, tokens: int, rounds: int) -> dict[str, float]:
-    """Interleaved raw and server runs of 1, N and 2N tokens; medians as tokens/s and TTFT."""
-    server_run(client, "bench", 4)  # load and warm up both sides
-    raw(4)
-    times: dict[tuple[str, int], list[float]] = {}
-    for _ in range(rounds):
-        for n in (1, tokens, 2 * tokens):
-            times.setdefault(("raw", n), []).append(raw(n))
-            times.setdefault(("srv", n), []).append(server_run(client, "bench", n))
-    med = {key: statistics.median(values) for key, values in times.items()}
-    raw_tps = tokens / (med[("raw", 2 * tokens)] - med[("raw", tokens)])
-    srv_tps = tokens / (med[("srv", 2 * tokens)] - med[("srv", tokens)])
-    return {
-        "raw_tps": raw_tps,
-        "server_tps": srv_tps,
-        "ratio": srv_tps / raw_tps,
-        "raw_ttft_ms": med[("raw", 1)] * 1e3,
-        "server_ttft_ms": med[("srv", 1)] * 1e3,
-    }
-
-
 def llamacpp_side(gguf: Path, tokens: int, rounds: int) -> dict[str, float]:
     from llama_cpp import Llama
 
@@ -93,15 +70,6 @@ def llamacpp_side(gguf: Path, tokens: int, rounds: int) -> dict[str, float]:
         llama.close()
 
 
-def mlx_side(path: Path, tokens: int, rounds: int) -> dict[str, float]:
-    import mlx_lm
-
-    model, tokenizer = mlx_lm.load(str(path))[:2]
-    env = {"TRILLM_BACKEND": "mlx", "TRILLM_PREFIX_CACHE": "0"}
-    with serving(path, env) as (_, url), httpx.Client(base_url=url, timeout=None) as client:
-        return measure(lambda n: raw_run(model, tokenizer, n), client, tokens, rounds)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), action="append", help="default: all")
@@ -116,7 +84,7 @@ def main() -> None:
         tokens = args.tokens or (400 if preset == "tiny" else 48)
         sides = {
             "llama.cpp": llamacpp_side(gguf_of(preset), tokens, args.rounds),
-            "mlx": mlx_side(build(preset), tokens, args.rounds),
+            "mlx": compare(build(preset), tokens, args.rounds),
         }
         for backend, result in sides.items():
             print(

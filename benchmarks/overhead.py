@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -119,36 +119,43 @@ def serving(path: Path, env: dict[str, str] | None = None) -> Iterator[tuple[sub
             proc.wait(10)
 
 
+def measure(raw: Callable[[int], float], client: httpx.Client, tokens: int, rounds: int) -> dict[str, float]:
+    """Interleaved raw and server runs of 1, N and 2N tokens; medians as tokens/s and TTFT.
+
+    ``raw(n)`` is the seconds the backend alone takes for ``n`` tokens; the server side streams
+    the model ``bench`` through ``client``.
+    """
+    server_run(client, "bench", 4)  # load the model and warm up both sides
+    raw(4)
+    times: dict[tuple[str, int], list[float]] = {}
+    for _ in range(rounds):
+        for n in (1, tokens, 2 * tokens):
+            times.setdefault(("raw", n), []).append(raw(n))
+            times.setdefault(("srv", n), []).append(server_run(client, "bench", n))
+    med = {key: statistics.median(values) for key, values in times.items()}
+    # Decode speed from the difference of two lengths: prefill and fixed costs cancel out.
+    raw_tps = tokens / (med[("raw", 2 * tokens)] - med[("raw", tokens)])
+    srv_tps = tokens / (med[("srv", 2 * tokens)] - med[("srv", tokens)])
+    return {
+        "raw_tps": raw_tps,
+        "server_tps": srv_tps,
+        "ratio": srv_tps / raw_tps,
+        "raw_ttft_ms": med[("raw", 1)] * 1e3,
+        "server_ttft_ms": med[("srv", 1)] * 1e3,
+    }
+
+
 def compare(path: Path, tokens: int, rounds: int) -> dict[str, float]:
+    """trillm on MLX against ``mlx_lm.stream_generate`` for the model directory ``path``."""
     import mlx_lm
 
     model, tokenizer = mlx_lm.load(str(path))[:2]
     # The prefix cache off: every run prefills the same prompt as raw mlx-lm does, so the N / 2N
     # difference isolates decoding (with it on, each request finds the previous one's tokens).
-    with serving(path, {"TRILLM_PREFIX_CACHE": "0"}) as (_, url):
-        client = httpx.Client(base_url=url, timeout=None)  # one connection, as real clients keep
-        try:
-            server_run(client, "bench", 4)  # load the model and warm up
-            raw_run(model, tokenizer, 4)
-            times: dict[tuple[str, int], list[float]] = {}
-            for _ in range(rounds):
-                for n in (1, tokens, 2 * tokens):
-                    times.setdefault(("raw", n), []).append(raw_run(model, tokenizer, n))
-                    times.setdefault(("srv", n), []).append(server_run(client, "bench", n))
-        finally:
-            client.close()
-    med = {key: statistics.median(values) for key, values in times.items()}
-    # Decode speed from the difference of two lengths: prefill and fixed costs cancel out.
-    raw_tps = tokens / (med[("raw", 2 * tokens)] - med[("raw", tokens)])
-    srv_tps = tokens / (med[("srv", 2 * tokens)] - med[("srv", tokens)])
-    raw_ttft, srv_ttft = med[("raw", 1)], med[("srv", 1)]
-    return {
-        "raw_tps": raw_tps,
-        "server_tps": srv_tps,
-        "ratio": srv_tps / raw_tps,
-        "raw_ttft_ms": raw_ttft * 1e3,
-        "server_ttft_ms": srv_ttft * 1e3,
-    }
+    env = {"TRILLM_BACKEND": "mlx", "TRILLM_PREFIX_CACHE": "0"}
+    # One connection, as real clients keep.
+    with serving(path, env) as (_, url), httpx.Client(base_url=url, timeout=None) as client:
+        return measure(lambda n: raw_run(model, tokenizer, n), client, tokens, rounds)
 
 
 def main() -> None:

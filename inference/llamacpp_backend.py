@@ -58,9 +58,9 @@ def gguf_file(path: Path) -> Path | None:
     return files[0] if files else None
 
 
-def describe_gguf(file: Path) -> ModelInfo:
-    """Model facts from a GGUF header (no weights read)."""
-    header = read_header(file)
+def describe_gguf(file: Path, header: GGUFHeader | None = None) -> ModelInfo:
+    """Model facts from a GGUF header (no weights read; ``header`` when it was read already)."""
+    header = header or read_header(file)
     template = header.metadata.get("tokenizer.chat_template")
     vocab = header.metadata.get("tokenizer.ggml.tokens")
     vocab_size = getattr(vocab, "length", len(vocab) if isinstance(vocab, list) else None)
@@ -113,7 +113,7 @@ class LlamaCppModel:
             raise ModelLoadError(INSTALL_HINT) from error
         self._lib = llama_cpp
         header = read_header(file)
-        info = describe_gguf(file)
+        info = describe_gguf(file, header)
         window = max(16, min(info.context_length, context_length))
         try:
             self._llama: Any = llama_cpp.Llama(
@@ -305,11 +305,13 @@ class LlamaCppBatch:
 
     def _sample(self, member: _Member) -> Step:
         model = self._model
-        logits = model.logits()
         scored: TokenLogprob | None = None
-        if member.constraint is not None:
-            logits[~member.constraint.allowed()] = -np.inf
-        raw = logits.copy() if member.params.logprobs >= 0 else None
+        raw = None
+        if member.constraint is not None or member.params.logprobs >= 0:  # else the C side alone
+            logits = model.logits()
+            if member.constraint is not None:
+                logits[~member.constraint.allowed()] = -np.inf
+            raw = logits.copy() if member.params.logprobs >= 0 else None
         token = int(member.sampler.sample(model._llama._ctx, -1))
         if member.constraint is not None:
             member.constraint.consume([token])

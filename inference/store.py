@@ -207,12 +207,12 @@ class ModelStore:
             return []
         models = []
         for found in self._ollama.list():
-            backend = self.backend_for(found.gguf)
-            if backend is None:
-                continue
             cached = self._cache.get(found.manifest)
             if cached is not None and cached[1].ollama == found:
-                models.append(cached[1])
+                models.append(cached[1])  # unchanged manifest: no file opened
+                continue
+            backend = self.backend_for(found.gguf)
+            if backend is None:
                 continue
             model = StoredModel(
                 name=found.name,
