@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(host: str | None, models: str | None) -> int:
     from app.security import InsecureBind, check_exposure
     from app.server import create_app, serve
+    from inference.mlx_backend import release_mlx_streams
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -99,6 +100,7 @@ def _serve(host: str | None, models: str | None) -> int:
         "serving models from %s on %s:%d", settings.models, settings.host, settings.port
     )
     trio.run(serve, app, settings)
+    release_mlx_streams()  # the main thread's, if it used MLX; the worker's went with it
     return 0
 
 

@@ -36,6 +36,7 @@ import httpx
 import trio
 
 from benchmarks.overhead import build, free_port, serving, wait_for
+from inference.mlx_backend import release_mlx_streams
 
 PROMPTS = [
     "Tell me about the sea.",
@@ -224,3 +225,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    release_mlx_streams()  # this thread ran mlx_lm itself

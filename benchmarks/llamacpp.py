@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.overhead import CACHE, PRESETS, PROMPT, build, compare, measure, serving
+from inference.mlx_backend import release_mlx_streams
 
 
 def gguf_of(preset: str) -> Path:
@@ -97,3 +98,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    release_mlx_streams()  # this thread ran mlx_lm itself

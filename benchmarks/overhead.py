@@ -30,6 +30,8 @@ from pathlib import Path
 
 import httpx
 
+from inference.mlx_backend import release_mlx_streams
+
 PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 CACHE = Path.home() / ".cache" / "trillm-bench"
 PRESETS = {"tiny": {"hidden_size": 64, "num_layers": 2}, "50M": {"hidden_size": 768, "num_layers": 10}}
@@ -180,3 +182,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    release_mlx_streams()  # this thread ran mlx_lm itself

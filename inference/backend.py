@@ -151,3 +151,11 @@ class Backend(Protocol):
     def load(self, path: Path) -> LoadedModel:
         """Load weights and tokenizer; raises :class:`ModelLoadError` on unusable files."""
         ...
+
+    def release_thread(self) -> None:
+        """On the worker thread, as it ends: free what the backend keeps per thread.
+
+        MLX keeps its streams per thread and no longer frees them at exit on its own: a thread
+        that used MLX and ends without ``mx.clear_streams()`` can abort the process as it exits.
+        """
+        ...

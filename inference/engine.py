@@ -125,6 +125,7 @@ class Engine:
         finally:
             with trio.CancelScope(shield=True):
                 await self._worker.run(self._unload_all)
+                await self._worker.run(self._release_thread)
                 self._worker.stop()
                 # Wait for the thread to end: a thread still inside a backend's native code when
                 # the interpreter exits makes the process abort (SIGABRT) instead of exiting 0.
@@ -434,6 +435,13 @@ class Engine:
     def _unload_all(self) -> None:
         for name in list(self._resident):
             self._unload(name)
+
+    def _release_thread(self) -> None:
+        for backend in self._backends:
+            try:
+                backend.release_thread()
+            except Exception:
+                log.exception("%s could not release the worker thread", backend.name)
 
     async def _expiry_loop(self) -> None:
         while True:

@@ -128,6 +128,9 @@ class FakeBackend:
         self.loads += 1
         return FakeModel(script, self.describe(path), self.prompts)
 
+    def release_thread(self) -> None:
+        """Nothing to release."""
+
     @staticmethod
     def _script(path: Path) -> dict[str, Any]:
         script: dict[str, Any] = json.loads((path / "fake.json").read_text())

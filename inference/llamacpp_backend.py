@@ -380,6 +380,9 @@ class LlamaCppBackend:
         except (OSError, GGUFError) as error:
             raise ModelLoadError(f"{type(error).__name__}: {error}") from error
 
+    def release_thread(self) -> None:
+        """llama.cpp keeps nothing per thread."""
+
 
 def default_threads() -> int | None:
     """``TRILLM_NUM_THREAD`` when set (Ollama's ``num_thread``), else llama-cpp-python's default."""

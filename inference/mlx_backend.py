@@ -244,3 +244,20 @@ class MlxBackend:
             raise
         except Exception as error:
             raise ModelLoadError(f"{type(error).__name__}: {error}") from error
+
+    def release_thread(self) -> None:
+        release_mlx_streams()
+
+
+def release_mlx_streams() -> None:
+    """Free the calling thread's MLX streams, if MLX was used at all.
+
+    Since MLX 0.32 a thread must do this before it ends (and the main thread before the
+    interpreter exits); otherwise the process may abort at exit ("terminate called without an
+    active exception", ml-explore/mlx#4327).
+    """
+    import sys
+
+    core = sys.modules.get("mlx.core")
+    if core is not None:
+        core.clear_streams()

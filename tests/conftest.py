@@ -27,9 +27,15 @@ from app.config import Settings
 from app.server import create_app, default_backends, serve
 from app.services import Services
 from inference.fake import FakeBackend
+from inference.mlx_backend import release_mlx_streams
 from tests import tiny_gguf, tiny_model
 
 REAL_MODELS = ("tiny", "random", "jsonrandom", "agent")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The fixtures train models with MLX on this thread: free its streams before exit."""
+    release_mlx_streams()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -187,7 +187,9 @@ async def test_metrics_are_off_by_default(server: Server) -> None:
 
 
 @pytest.mark.mlx
-async def test_sigterm_with_twenty_live_streams_ends_each_one_and_exits_cleanly(store: Path) -> None:
+async def test_sigterm_with_twenty_live_streams_ends_each_one_and_exits_cleanly(
+    store: Path, tmp_path: Path
+) -> None:
     """``trillm serve`` (a real process) gets SIGTERM while 20 streams are live, 4 decoding on MLX
     and 16 queued: it stops accepting, ends every stream with its final line within the grace,
     and exits 0."""
@@ -206,8 +208,8 @@ async def test_sigterm_with_twenty_live_streams_ends_each_one_and_exits_cleanly(
         "TRILLM_SHUTDOWN_GRACE": "3",
     }
     command = [sys.executable, "-m", "app.cli", "serve"]
-    quiet = subprocess.DEVNULL
-    process = await trio.lowlevel.open_process(command, env=env, stdout=quiet, stderr=quiet)
+    log_file = (tmp_path / "serve.log").open("w")
+    process = await trio.lowlevel.open_process(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     endings: list[str] = []
     streaming: list[int] = []
     try:
@@ -239,7 +241,8 @@ async def test_sigterm_with_twenty_live_streams_ends_each_one_and_exits_cleanly(
                     await wait_until(lambda: len(streaming) >= 4, 30)
                     process.send_signal(signal.SIGTERM)
                     code = await process.wait()
-        assert code == 0
+        log_file.close()
+        assert code == 0, (tmp_path / "serve.log").read_text()[-3000:]
         assert len(endings) == 20  # no stream was left hanging
         for last in endings:
             final = json.loads(last)
@@ -248,6 +251,7 @@ async def test_sigterm_with_twenty_live_streams_ends_each_one_and_exits_cleanly(
             with pytest.raises(httpx.TransportError):
                 await late.get("/")  # the listener is gone
     finally:
+        log_file.close()
         if process.returncode is None:
             process.kill()
             await process.wait()
