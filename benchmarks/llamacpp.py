@@ -7,8 +7,8 @@ One invocation measures, interleaved round by round so machine noise hits every 
 * raw ``mlx_lm.stream_generate`` on the same model in the MLX layout, and trillm serving it (MLX).
 
 The GGUF is the MLX model's own weights (F32), written by the tests' converter, so both backends
-run the very same model. Decode tokens/s is N / (T(2N) - T(N)), so prefill and fixed costs cancel.
-Usage::
+run the very same model. Decode tokens/s comes from the gaps between consecutive tokens, as in
+:mod:`benchmarks.overhead`. Usage::
 
     python -m benchmarks.llamacpp               # the tiny and ~50M-parameter random models
     python -m benchmarks.llamacpp --preset 50M --rounds 7
@@ -39,18 +39,18 @@ def gguf_of(preset: str) -> Path:
     return target
 
 
-def llama_raw_run(llama: object, tokens: int) -> float:
-    """Seconds for ``Llama.generate`` (greedy) to produce ``tokens`` tokens after the prompt."""
+def llama_raw_run(llama: object, tokens: int) -> list[float]:
+    """Seconds from the call to each of ``tokens`` tokens of ``Llama.generate`` (greedy)."""
     prompt = llama.tokenize(PROMPT.encode(), add_bos=False)  # type: ignore[attr-defined]
     start = time.perf_counter()
-    count = 0
+    arrivals: list[float] = []
     for _ in llama.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0):  # type: ignore[attr-defined]
-        count += 1
-        if count == tokens:
+        arrivals.append(time.perf_counter() - start)
+        if len(arrivals) == tokens:
             break
-    if count != tokens:
-        raise RuntimeError(f"model stopped early ({count} tokens)")
-    return time.perf_counter() - start
+    if len(arrivals) != tokens:
+        raise RuntimeError(f"model stopped early ({len(arrivals)} tokens)")
+    return arrivals
 
 
 def llamacpp_side(gguf: Path, tokens: int, rounds: int) -> dict[str, float]:
@@ -78,11 +78,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     print(
-        f"{'model':6} {'backend':10} {'raw tok/s':>10} {'trillm tok/s':>13} {'ratio':>7}"
+        f"{'model':6} {'backend':10} {'raw tok/s':>10} {'trillm tok/s':>13} {'ratio':>7} {'(mean)':>7}"
         f" {'raw TTFT':>10} {'trillm TTFT':>12}"
     )
     for preset in args.preset or list(PRESETS):
-        tokens = args.tokens or (400 if preset == "tiny" else 48)
+        tokens = args.tokens or (400 if preset == "tiny" else 64)
         sides = {
             "llama.cpp": llamacpp_side(gguf_of(preset), tokens, args.rounds),
             "mlx": compare(build(preset), tokens, args.rounds),
@@ -90,7 +90,7 @@ def main() -> None:
         for backend, result in sides.items():
             print(
                 f"{preset:6} {backend:10} {result['raw_tps']:10.1f} {result['server_tps']:13.1f}"
-                f" {result['ratio']:7.3f} {result['raw_ttft_ms']:8.1f}ms {result['server_ttft_ms']:10.1f}ms"
+                f" {result['ratio']:7.3f} {result['ratio_mean']:7.3f} {result['raw_ttft_ms']:8.1f}ms {result['server_ttft_ms']:10.1f}ms"
             )
         speedup = sides["llama.cpp"]["raw_tps"] / sides["mlx"]["raw_tps"]
         print(f"{preset:6} llama.cpp ÷ MLX on this CPU (raw decode): {speedup:.2f}")

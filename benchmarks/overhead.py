@@ -1,20 +1,26 @@
 """Single-stream decode speed through trillm versus mlx_lm's own ``stream_generate``.
 
 Both run in one invocation on the same model directory, prompt and greedy settings, interleaved
-(raw, server, raw, server, ...) so machine noise hits both alike; the medians are printed as a
-ratio. Usage::
+(raw, server, raw, server, ...) so machine noise hits both alike. Usage::
 
     python -m benchmarks.overhead                 # tiny (64-wide) and ~50M-parameter random models
     python -m benchmarks.overhead --model DIR     # any MLX model directory
 
 The random models are built with the tests' tiny-model builder and cached under
-``~/.cache/trillm-bench``. Decode tokens/s is N / (T(2N) - T(N)), measured end to end on both sides so prefill and fixed
-costs cancel; time to first token is the time of a one-token request (the server's includes HTTP).
+``~/.cache/trillm-bench``; the seed is one whose greedy output is visible text, so the server
+streams one chunk per token, as it does for a real model.
+
+Every token's arrival is timed: in this process for raw generation, at the HTTP client for the
+server. Decode tokens/s is one over the median gap between consecutive tokens, pooled over the
+rounds (robust to this machine's bursts of noise); ``mean`` is the same from the mean gap
+(first to last token of each run, median over runs). Time to first token includes HTTP on the
+server's side.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -38,31 +44,57 @@ PRESETS = {"tiny": {"hidden_size": 64, "num_layers": 2}, "50M": {"hidden_size": 
 
 
 def build(preset: str) -> Path:
+    """The preset's random model, built once with the first seed whose greedy output is visible."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.tiny_model import build_model
 
     path = CACHE / preset
-    if not (path / "model.safetensors").exists():
-        build_model(path, seed=1, **PRESETS[preset])  # type: ignore[arg-type]
+    seed = 1
+    while not (path / "model.safetensors").exists() or not _speaks(path):
+        shutil.rmtree(path, ignore_errors=True)
+        build_model(path, seed=seed, **PRESETS[preset])  # type: ignore[arg-type]
+        seed += 1
     return path
 
 
-def raw_run(model: object, tokenizer: object, tokens: int) -> float:
-    """Seconds for mlx_lm.stream_generate to produce ``tokens`` tokens."""
+def _speaks(path: Path) -> bool:
+    """Whether the model's greedy continuation of PROMPT decodes to printable text.
+
+    A random model repeats one token; when that is a lone UTF-8 lead byte nothing is ever
+    streamed, which would leave the server's per-token path out of the measurement.
+    """
+    import mlx_lm
+
+    model, tokenizer = mlx_lm.load(str(path))[:2]
+    text = tokenizer.decode(raw_tokens(model, tokenizer, 8))
+    return bool(text.strip()) and "\ufffd" not in text
+
+
+def raw_tokens(model: object, tokenizer: object, tokens: int) -> list[int]:
+    from mlx_lm import stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    stream = stream_generate(model, tokenizer, PROMPT, max_tokens=tokens, sampler=make_sampler(0.0))  # type: ignore[arg-type]
+    return [response.token for response in stream]
+
+
+def raw_run(model: object, tokenizer: object, tokens: int) -> list[float]:
+    """Seconds from the call to each of ``tokens`` tokens of mlx_lm.stream_generate."""
     from mlx_lm import stream_generate
     from mlx_lm.sample_utils import make_sampler
 
     start = time.perf_counter()
-    count = 0
-    for response in stream_generate(model, tokenizer, PROMPT, max_tokens=tokens, sampler=make_sampler(0.0)):  # type: ignore[arg-type]
-        count = response.generation_tokens
-    if count != tokens:
-        raise RuntimeError(f"model stopped early ({count} tokens)")
-    return time.perf_counter() - start
+    arrivals = [
+        time.perf_counter() - start
+        for _ in stream_generate(model, tokenizer, PROMPT, max_tokens=tokens, sampler=make_sampler(0.0))  # type: ignore[arg-type]
+    ]
+    if len(arrivals) != tokens:
+        raise RuntimeError(f"model stopped early ({len(arrivals)} tokens)")
+    return arrivals
 
 
-def server_run(client: httpx.Client, name: str, tokens: int) -> float:
-    """Seconds for a streamed /api/generate (raw prompt) to deliver ``tokens`` tokens and finish."""
+def server_run(client: httpx.Client, name: str, tokens: int) -> list[float]:
+    """Seconds from sending a streamed /api/generate (raw prompt) to each chunk that holds text."""
     body = {
         "model": name,
         "prompt": PROMPT,
@@ -70,12 +102,15 @@ def server_run(client: httpx.Client, name: str, tokens: int) -> float:
         "options": {"temperature": 0, "num_predict": tokens},
     }
     start = time.perf_counter()
+    arrivals: list[float] = []
     with client.stream("POST", "/api/generate", json=body) as r:
         for line in r.iter_lines():
             chunk = json.loads(line)
+            if chunk.get("response"):
+                arrivals.append(time.perf_counter() - start)
             if chunk["done"] and chunk["eval_count"] != tokens:
                 raise RuntimeError(f"model stopped early ({chunk['eval_count']} tokens)")
-    return time.perf_counter() - start
+    return arrivals
 
 
 def free_port() -> int:
@@ -121,30 +156,32 @@ def serving(path: Path, env: dict[str, str] | None = None) -> Iterator[tuple[sub
             proc.wait(10)
 
 
-def measure(raw: Callable[[int], float], client: httpx.Client, tokens: int, rounds: int) -> dict[str, float]:
-    """Interleaved raw and server runs of 1, N and 2N tokens; medians as tokens/s and TTFT.
+def measure(
+    raw: Callable[[int], list[float]], client: httpx.Client, tokens: int, rounds: int
+) -> dict[str, float]:
+    """Interleaved raw and server runs of ``tokens`` tokens: decode tokens/s, ratios and TTFT.
 
-    ``raw(n)`` is the seconds the backend alone takes for ``n`` tokens; the server side streams
-    the model ``bench`` through ``client``.
+    ``raw(n)`` gives the arrival time of each of ``n`` tokens from the backend alone; the
+    server side streams the model ``bench`` through ``client``.
     """
     server_run(client, "bench", 4)  # load the model and warm up both sides
     raw(4)
-    times: dict[tuple[str, int], list[float]] = {}
+    runs: dict[str, list[list[float]]] = {"raw": [], "srv": []}
     for _ in range(rounds):
-        for n in (1, tokens, 2 * tokens):
-            times.setdefault(("raw", n), []).append(raw(n))
-            times.setdefault(("srv", n), []).append(server_run(client, "bench", n))
-    med = {key: statistics.median(values) for key, values in times.items()}
-    # Decode speed from the difference of two lengths: prefill and fixed costs cancel out.
-    raw_tps = tokens / (med[("raw", 2 * tokens)] - med[("raw", tokens)])
-    srv_tps = tokens / (med[("srv", 2 * tokens)] - med[("srv", tokens)])
-    return {
-        "raw_tps": raw_tps,
-        "server_tps": srv_tps,
-        "ratio": srv_tps / raw_tps,
-        "raw_ttft_ms": med[("raw", 1)] * 1e3,
-        "server_ttft_ms": med[("srv", 1)] * 1e3,
-    }
+        runs["raw"].append(raw(tokens))
+        runs["srv"].append(server_run(client, "bench", tokens))
+    result: dict[str, float] = {}
+    for side, label in (("raw", "raw"), ("srv", "server")):
+        gaps = [b - a for arrivals in runs[side] for a, b in itertools.pairwise(arrivals)]
+        means = [(a[-1] - a[0]) / (len(a) - 1) for a in runs[side] if len(a) > 1]
+        if not gaps:
+            raise RuntimeError(f"{label}: no two tokens arrived apart (does the model print anything?)")
+        result[f"{label}_tps"] = 1 / statistics.median(gaps)
+        result[f"{label}_tps_mean"] = 1 / statistics.median(means)
+        result[f"{label}_ttft_ms"] = statistics.median(a[0] for a in runs[side]) * 1e3
+    result["ratio"] = result["server_tps"] / result["raw_tps"]
+    result["ratio_mean"] = result["server_tps_mean"] / result["raw_tps_mean"]
+    return result
 
 
 def compare(path: Path, tokens: int, rounds: int) -> dict[str, float]:
@@ -168,13 +205,15 @@ def main() -> None:
     args = parser.parse_args()
     targets = {"model": args.model} if args.model else {p: build(p) for p in PRESETS}
     print(
-        f"{'model':8} {'raw tok/s':>10} {'trillm tok/s':>13} {'ratio':>7} {'raw TTFT':>10} {'trillm TTFT':>12}"
+        f"{'model':8} {'raw tok/s':>10} {'trillm tok/s':>13} {'ratio':>7} {'(mean)':>7}"
+        f" {'raw TTFT':>10} {'trillm TTFT':>12}"
     )
     for label, path in targets.items():
-        tokens = args.tokens or (400 if label == "tiny" else 48)
+        tokens = args.tokens or (400 if label == "tiny" else 64)
         result = compare(path, tokens, args.rounds)
         print(
             f"{label:8} {result['raw_tps']:10.1f} {result['server_tps']:13.1f} {result['ratio']:7.3f}"
+            f" {result['ratio_mean']:7.3f}"
             f" {result['raw_ttft_ms']:8.1f}ms {result['server_ttft_ms']:10.1f}ms"
         )
     shutil.rmtree(CACHE / "tmp", ignore_errors=True)

@@ -25,6 +25,7 @@ from typing import Any, cast
 
 from inference.backend import SamplingParams, Step, TokenLogprob
 from inference.batch import Admission, StepResult
+from inference.mlx_solo import HandOver, SoloSequence, resume
 
 # Generous enough never to end a sequence: the engine applies num_predict and the context window.
 _NO_LIMIT = 1 << 30
@@ -76,10 +77,15 @@ class PrefixCache:
 
 @dataclass
 class _Member:
-    uid: int
+    uid: int  # the batch generator's id; -1 while the sequence runs alone
     detokenizer: Any
     logprobs: int
+    sampler: Any
+    processors: list[Any]
     decoding: bool = False
+    # Whether the batch generator has returned a token for it since it went in: only then does
+    # its cache hold every token but the next (what taking it out again relies on).
+    generating: bool = False
 
 
 class MlxBatch:
@@ -97,7 +103,9 @@ class MlxBatch:
         interleave_chunk: int = 32,
     ) -> None:
         from mlx_lm.generate import BatchGenerator
+        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache
 
+        self._model = model
         self._tokenizer = tokenizer
         self._eos = eos
         self._make_sampler = make_sampler
@@ -111,26 +119,58 @@ class MlxBatch:
         )
         self._members: dict[int, _Member] = {}
         self._keys: dict[int, int] = {}  # mlx-lm uid -> engine key
+        # The one sequence running alone (engine key and state), outside the batch generator.
+        self._solo: tuple[int, SoloSequence] | None = None
+        # A sequence leaves the batch generator by trimming its cache by one token: not possible
+        # with rotating (sliding-window) caches, whose sequences stay in the batch.
+        self._resumable = can_trim_prompt_cache(make_prompt_cache(model))
 
     def add(self, admission: Admission) -> int:
         prompt = list(admission.prompt)
         cache, cached = (None, 0) if self._prefix_cache is None else self._prefix_cache.fetch(prompt)
         params = admission.params
         self._prefill_chunk = max(params.prefill_chunk, 1)
-        (uid,) = self._generator.insert(
-            [prompt[cached:]],
-            caches=[cache] if cache is not None else None,
-            all_tokens=[prompt[:cached]],
-            samplers=[self._make_sampler(params)],
-            logits_processors=[self._make_processors(params, admission.constraint)],
-        )
-        self._members[admission.key] = _Member(uid, self._tokenizer.detokenizer, params.logprobs)
-        self._keys[uid] = admission.key
+        sampler = self._make_sampler(params)
+        processors = self._make_processors(params, admission.constraint)
+        member = _Member(-1, self._tokenizer.detokenizer, params.logprobs, sampler, processors)
+        if not self._members:
+            solo = SoloSequence(
+                self._model,
+                rest=prompt[cached:],
+                cache=cache,
+                fed=prompt[:cached],
+                sampler=sampler,
+                processors=processors,
+                prefill_chunk=self._prefill_chunk,
+            )
+            self._solo = (admission.key, solo)
+        else:
+            self._insert(admission.key, member, HandOver(cache or [], prompt[:cached], prompt[cached:]))
+        self._members[admission.key] = member
         return cached
+
+    def _insert(self, key: int, member: _Member, state: HandOver) -> None:
+        """Put a sequence into the batch generator, from its cache and the tokens still to feed."""
+        (uid,) = self._generator.insert(
+            [state.rest],
+            caches=[state.cache] if state.fed else None,
+            all_tokens=[state.fed],
+            samplers=[member.sampler],
+            logits_processors=[member.processors],
+        )
+        member.uid = uid
+        member.generating = False
+        self._keys[uid] = key
 
     def remove(self, key: int) -> None:
         member = self._members.pop(key, None)
         if member is None:
+            return
+        if self._solo is not None and self._solo[0] == key:
+            solo = self._solo[1]
+            self._solo = None
+            if self._prefix_cache is not None:
+                self._prefix_cache.store(solo.fed, solo.cache)
             return
         del self._keys[member.uid]
         keep = self._prefix_cache is not None
@@ -141,6 +181,16 @@ class MlxBatch:
             self._prefix_cache.store(list(tokens), cache)
 
     def step(self) -> list[tuple[int, StepResult]]:
+        if self._solo is not None:
+            key, solo = self._solo
+            if len(self._members) > 1:
+                return self._hand_over(key, solo)
+            taken = solo.step()
+            return [] if taken is None else [(key, self._token(key, *taken))]
+        if len(self._members) == 1:
+            self._take_out()
+            if self._solo is not None:
+                return self.step()
         decoding = any(m.decoding for m in self._members.values())
         self._generator.prefill_step_size = (
             min(self._interleaved_chunk(), self._prefill_chunk) if decoding else self._prefill_chunk
@@ -148,13 +198,37 @@ class MlxBatch:
         _, responses = self._generator.next()  # type: ignore[no-untyped-call]
         results: list[tuple[int, StepResult]] = []
         for response in responses:
-            key = self._keys.get(response.uid)
-            if key is None:
-                continue
-            member = self._members[key]
-            member.decoding = True
-            results.append((key, self._step(member, int(response.token), response.logprobs)))
+            owner = self._keys.get(response.uid)
+            if owner is not None:
+                self._members[owner].generating = True
+                results.append((owner, self._token(owner, int(response.token), response.logprobs)))
         return results
+
+    def _hand_over(self, key: int, solo: SoloSequence) -> list[tuple[int, StepResult]]:
+        """A second sequence arrived: the lone one goes on in the batch generator."""
+        self._solo = None
+        taken, state = solo.hand_over()
+        self._insert(key, self._members[key], state)
+        return [] if taken is None else [(key, self._token(key, *taken))]
+
+    def _take_out(self) -> None:
+        """The batch is down to one decoding sequence: take it out to run alone, if it can be."""
+        ((key, member),) = self._members.items()
+        if not member.generating or not self._resumable:
+            return
+        caches = self._generator.remove([member.uid], return_prompt_caches=True)  # type: ignore[no-untyped-call]
+        del self._keys[member.uid]
+        cache, tokens = caches[member.uid]
+        member.uid = -1
+        solo = resume(
+            self._model,
+            cache,
+            list(tokens),
+            sampler=member.sampler,
+            processors=member.processors,
+            prefill_chunk=self._prefill_chunk,
+        )
+        self._solo = (key, solo)
 
     def _interleaved_chunk(self) -> int:
         """Prompt tokens to prefill beside a decode step: as many as one decode step costs.
@@ -170,7 +244,9 @@ class MlxBatch:
         per_step = counters.decode_time / counters.generation_steps
         return max(_MIN_CHUNK, int(per_step / max(per_token, 1e-9)))
 
-    def _step(self, member: _Member, token: int, logprobs: Any) -> Step:
+    def _token(self, key: int, token: int, logprobs: Any) -> Step:
+        member = self._members[key]
+        member.decoding = True
         scored = _score(self._tokenizer, token, logprobs, member.logprobs) if member.logprobs >= 0 else None
         detokenizer = member.detokenizer
         if token in self._eos:
@@ -208,7 +284,6 @@ def make_sampler(params: SamplingParams, vocab: int) -> Callable[[Any], Any]:
     a seed, the sequence draws from its own key, so other sequences in the batch cannot change
     what it samples.
     """
-    import mlx.core as mx
     from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p, greedy_sampler
 
     if params.temperature <= 0:
@@ -221,19 +296,37 @@ def make_sampler(params: SamplingParams, vocab: int) -> Callable[[Any], Any]:
     # mlx-lm rejects top_k >= vocabulary; Ollama treats such a k as "keep everything".
     if 0 < params.top_k < vocab:
         filters.append(lambda x: apply_top_k(x, params.top_k))
-    key = None if params.seed is None else mx.random.key(params.seed)
-    scale = 1 / params.temperature
+    return _Sampler(filters, 1 / params.temperature, params.seed)
 
-    def sample(logprobs: Any) -> Any:
-        nonlocal key
-        for keep in filters:
+
+class _Sampler:
+    """Filters, temperature and a categorical draw; seeded, from the sequence's own key.
+
+    :meth:`rewind` undoes the last draw's use of the key: a sequence moved out of the batch
+    generator is sampled again from the token the batch had already sampled past.
+    """
+
+    def __init__(self, filters: list[Callable[[Any], Any]], scale: float, seed: int | None) -> None:
+        import mlx.core as mx
+
+        self._filters = filters
+        self._scale = scale
+        self._key = None if seed is None else mx.random.key(seed)
+        self._previous = self._key
+
+    def __call__(self, logprobs: Any) -> Any:
+        import mlx.core as mx
+
+        for keep in self._filters:
             logprobs = keep(logprobs)
-        if key is None:
-            return mx.random.categorical(logprobs * scale)
-        key, draw = mx.random.split(key)
-        return mx.random.categorical(logprobs * scale, key=draw)
+        if self._key is None:
+            return mx.random.categorical(logprobs * self._scale)
+        self._previous = self._key
+        self._key, draw = mx.random.split(self._key)
+        return mx.random.categorical(logprobs * self._scale, key=draw)
 
-    return sample
+    def rewind(self) -> None:
+        self._key = self._previous
 
 
 def make_processors(params: SamplingParams, mask: Callable[[Any, Any], Any] | None) -> list[Any]:

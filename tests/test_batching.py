@@ -8,6 +8,7 @@ next turn starts from the cached KV of the previous one, and the cache keeps wit
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -15,6 +16,7 @@ import pytest
 import trio
 
 from app.config import Settings
+from inference.backend import Step
 from tests.conftest import Server, running_server, wait_until
 
 pytestmark = pytest.mark.mlx
@@ -131,6 +133,76 @@ async def test_requests_join_a_running_batch_and_a_disconnect_disturbs_no_one(ba
     left = [r for r in reports if r.outcome == "cancelled"]
     assert len(left) == 1 and left[0].steps_after_cancel <= 1 and left[0].generated_tokens < 200
     assert max(r.batch_size for r in reports) >= 2
+
+
+async def test_a_lone_sequence_moves_into_the_batch_and_out_again_unchanged(batched: Settings) -> None:
+    """A lone sequence decodes outside mlx-lm's batch generator (faster); a request joining moves
+    it in, and that request leaving moves it out again: its seeded sampling comes through both
+    moves, the text is what the request gives alone."""
+    seeded = body(PROMPTS[3], 400, temperature=0.9, seed=11)
+    joiner = body(PROMPTS[1], 6)
+    async with running_server(batched) as server:
+        engine = server.services.engine
+        (expected,) = await alone(server, [seeded])
+        before = len(engine.history)
+        lines: list[dict[str, Any]] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream_lines, server, seeded, lines)
+            await wait_until(lambda: len(lines) >= 5, 30)
+            assert (await ask(server, joiner))["done"]
+        await wait_until(lambda: len(engine.history) - before == 2)
+        reports = list(engine.history)[before:]
+    assert text(lines) == expected and lines[-1]["done"]
+    assert sorted((r.batch_size, r.generated_tokens) for r in reports) == [(1, 400), (2, 6)]
+
+
+@pytest.mark.parametrize("moves", [(), (3,), (3, 9), (0, 4), (1, 2, 5, 8)])
+def test_moves_between_running_alone_and_in_the_batch_change_no_token(
+    json_random_dir: Path, moves: tuple[int, ...]
+) -> None:
+    """On the batch itself, step by step: a seeded, grammar-constrained sequence gives the same
+    tokens however often a second sequence joins (moving it into the batch generator) and leaves
+    (moving it out), including before its first token."""
+    from inference.backend import SamplingParams
+    from inference.batch import Admission
+    from inference.mlx_backend import MlxBackend
+    from tests.test_structured import SCHEMAS
+    from validation.structured import prepare_format
+
+    model = MlxBackend().load(json_random_dir)
+    grammar = prepare_format(SCHEMAS["nested objects"]).grammar
+    prompt = model.tokenize("Order:")
+    params = SamplingParams(temperature=1.0, seed=5)
+
+    def run(moves: tuple[int, ...]) -> list[int]:
+        batch = model.open_batch()
+        batch.add(Admission(1, prompt, params, lambda: False, model.constraint(grammar)))
+        tokens: list[int] = []
+        steps = 0
+        partner = False
+        while True:
+            if steps in moves:
+                if partner:
+                    batch.remove(2)
+                else:
+                    batch.add(
+                        Admission(2, model.tokenize("x y"), SamplingParams(temperature=0), lambda: False)
+                    )
+                partner = not partner
+            steps += 1
+            for key, result in batch.step():
+                assert isinstance(result, Step)
+                if key == 1:
+                    tokens.append(result.token)
+                    if result.eos or len(tokens) == 80:
+                        batch.close()
+                        return tokens
+
+    try:
+        alone_tokens = run(())
+        assert run(moves) == alone_tokens
+    finally:
+        model.close()
 
 
 async def test_streams_keep_flowing_while_another_client_prefills_a_long_prompt(batched: Settings) -> None:
