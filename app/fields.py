@@ -84,7 +84,7 @@ async def body_chunks(*, idle: bool = False) -> AsyncIterator[bytes]:
                 g.body_read = True
                 return
         if chunk is None:
-            log.warning("request body timeout (%.0fs) on %s %s", seconds, request.method, request.path)
+            log.warning("request body timeout (%gs) on %s %s", seconds, request.method, request.path)
             raise BodyTimeout(f"the request body did not arrive within {seconds:.0f} seconds")
         yield chunk
 

@@ -16,7 +16,18 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
-from app import chat, generate, health, manage, models, openai_chat, openai_models, openapi, security
+from app import (
+    chat,
+    connection_timeouts,
+    generate,
+    health,
+    manage,
+    models,
+    openai_chat,
+    openai_models,
+    openapi,
+    security,
+)
 from app.config import Settings
 from app.errors import install_error_handlers
 from app.services import Services
@@ -90,6 +101,7 @@ def create_app(settings: Settings, backends: list[Backend] | None = None) -> Qua
 
 
 def hypercorn_config(settings: Settings) -> Config:
+    connection_timeouts.install()
     config = Config()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"{host}:{settings.port}"]

@@ -58,7 +58,8 @@ def build(preset: str) -> Path:
 
 
 def _speaks(path: Path) -> bool:
-    """Whether the model's greedy continuation of PROMPT decodes to printable text.
+    """Whether the model's greedy continuations print text: of PROMPT, and of chat prompts like
+    the batching benchmark's (rendered with the chat template).
 
     A random model repeats one token; when that is a lone UTF-8 lead byte nothing is ever
     streamed, which would leave the server's per-token path out of the measurement.
@@ -66,15 +67,26 @@ def _speaks(path: Path) -> bool:
     import mlx_lm
 
     model, tokenizer = mlx_lm.load(str(path))[:2]
-    text = tokenizer.decode(raw_tokens(model, tokenizer, 8))
-    return bool(text.strip()) and "\ufffd" not in text
+    system = {"role": "system", "content": "You are a patient storyteller. " * 4}
+    chats = [
+        [{"role": "user", "content": "Tell me about the sea."}],
+        [system, {"role": "user", "content": "Write a short poem about a robot learning to paint."}],
+    ]
+    prompts = [PROMPT] + [
+        tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chats
+    ]
+    for prompt in prompts:
+        text = tokenizer.decode(raw_tokens(model, tokenizer, 8, prompt))
+        if not text.strip() or "\ufffd" in text:
+            return False
+    return True
 
 
-def raw_tokens(model: object, tokenizer: object, tokens: int) -> list[int]:
+def raw_tokens(model: object, tokenizer: object, tokens: int, prompt: str = PROMPT) -> list[int]:
     from mlx_lm import stream_generate
     from mlx_lm.sample_utils import make_sampler
 
-    stream = stream_generate(model, tokenizer, PROMPT, max_tokens=tokens, sampler=make_sampler(0.0))  # type: ignore[arg-type]
+    stream = stream_generate(model, tokenizer, prompt, max_tokens=tokens, sampler=make_sampler(0.0))  # type: ignore[arg-type]
     return [response.token for response in stream]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -118,7 +119,8 @@ def _raw_exchange(port: int, payload: bytes, wait: float) -> bytes:
         return received
 
 
-async def test_slow_clients_are_cut_off(settings: Settings) -> None:
+async def test_slow_clients_are_cut_off(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="trillm")
     async with running_server(replace(settings, header_timeout=0.5, body_timeout=0.5)) as server:
         port = int(server.url.rsplit(":", 1)[1])
         start = trio.current_time()
@@ -133,6 +135,10 @@ async def test_slow_clients_are_cut_off(settings: Settings) -> None:
         assert got.startswith(b"HTTP/1.1 408") and b"did not arrive" in got
         async with server.client() as client:
             assert (await client.get("/api/version")).status_code == 200
+    # Each timeout that fired was logged.
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("header timeout (0.5s): closed 127.0.0.1:") for m in messages), messages
+    assert any(m.startswith("request body timeout") for m in messages), messages
 
 
 async def test_faults_end_cleanly_and_the_server_keeps_serving(server: Server, store: Path) -> None:
