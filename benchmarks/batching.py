@@ -124,8 +124,11 @@ async def workloads(url: str, model: str, tokens: int, streams: int) -> dict[str
         out["aggregate_tps"] = generated / (max(r.finished for r in runs) - start)
         decoding = max(r.finished for r in runs) - min(r.arrivals[0] for r in runs if r.arrivals)
         out["aggregate_decode_tps"] = (generated - len(runs)) / decoding
-        ttfts = [r.ttft for r in runs]
+        # A random model can print nothing for a prompt (a repeated lone UTF-8 lead byte, which a
+        # server holds back): such a stream has no first token to time.
+        ttfts = [r.ttft for r in runs if r.arrivals] or [float("nan")]
         out["ttft_p50_ms"], out["ttft_p99_ms"] = pct(ttfts, 0.5) * 1e3, pct(ttfts, 0.99) * 1e3
+        out["silent_streams"] = float(sum(1 for r in runs if not r.arrivals))
         # A growing conversation.
         messages = [{"role": "system", "content": "You are a patient storyteller. " * 4}]
         for turn, follow in enumerate([PROMPTS[1], *FOLLOW_UPS[:3]], 1):
@@ -202,6 +205,7 @@ def main() -> None:
         (f"{args.streams} streams decode tok/s", "aggregate_decode_tps"),
         (f"{args.streams} streams TTFT p50 ms", "ttft_p50_ms"),
         (f"{args.streams} streams TTFT p99 ms", "ttft_p99_ms"),
+        (f"{args.streams} streams printing nothing", "silent_streams"),
         *[(f"chat turn {t} TTFT ms", f"turn{t}_ttft_ms") for t in range(1, 5)],
         ("long prompt: stream gap p50 ms", "gap_p50_ms"),
         ("long prompt: stream gap p99 ms", "gap_p99_ms"),
@@ -210,7 +214,8 @@ def main() -> None:
     print(f"model: {path}")
     print(f"{'workload':36} {'trillm':>10} {'mlx_lm.server':>14} {'ratio':>7}")
     for label, key in rows:
-        print(f"{label:36} {ours[key]:10.1f} {peer[key]:14.1f} {ours[key] / peer[key]:7.2f}")
+        ratio = ours[key] / peer[key] if peer[key] else float("nan")
+        print(f"{label:36} {ours[key]:10.1f} {peer[key]:14.1f} {ratio:7.2f}")
     print()
     print(f"raw mlx_lm.stream_generate, 1 stream: {raw:.1f} tok/s")
     print(f"trillm / raw, 1 stream:                  {ours['single_tps'] / raw:.3f}")
