@@ -5,8 +5,9 @@ A fake model is a directory holding ``fake.json``::
     {"pieces": ["Hello", " world"], "loop": false, "delay": 0.0,
      "prefill_delay": 0.0, "fail_at": null, "load_error": null, "template": "..."}
 
-It "generates" the pieces in order (repeating them when ``loop`` is true), sleeping ``delay``
-seconds per token and ``prefill_delay`` seconds per prompt token, raises at token ``fail_at``, and
+It "generates" the pieces in order (repeating them when ``loop`` is true), taking ``delay``
+seconds per decode step of its batch (however many sequences the batch holds, as a batched
+engine's forward pass does) and ``prefill_delay`` seconds per prompt token, raises at token ``fail_at``, and
 refuses to load with ``load_error``; ``"fail_with": "memory"`` makes either failure an
 out-of-memory error. Tokens are characters (ids are code points), so prompts and contexts
 round-trip. Every prompt it receives is recorded in :attr:`FakeBackend.prompts`.
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.backend import GenerationCancelled, ModelInfo, ModelLoadError, SamplingParams, Step
-from inference.batch import GeneratorBatch
+from inference.batch import GenerateFn, GeneratorBatch, StepResult
 
 EOS = 0
 
@@ -82,7 +83,6 @@ class FakeModel:
                     if self._script.get("fail_with") == "memory":
                         raise MemoryError("[metal::malloc] injected: out of memory")
                     raise RuntimeError("injected failure")
-                time.sleep(float(self._script.get("delay", 0.0)))
                 n += 1
                 yield Step(ord(piece[0]) if piece else 32, piece)
             if not self._script.get("loop", False):
@@ -90,10 +90,24 @@ class FakeModel:
                 return
 
     def open_batch(self) -> GeneratorBatch:
-        return GeneratorBatch(self.generate)
+        return _PacedBatch(self.generate, float(self._script.get("delay", 0.0)))
 
     def close(self) -> None:
         pass
+
+
+class _PacedBatch(GeneratorBatch):
+    """The fake's batch: a step that yields tokens takes ``delay``, for one sequence or many."""
+
+    def __init__(self, generate: GenerateFn, delay: float) -> None:
+        super().__init__(generate)
+        self._delay = delay
+
+    def step(self) -> list[tuple[int, StepResult]]:
+        results = super().step()
+        if self._delay and any(isinstance(result, Step) for _, result in results):
+            time.sleep(self._delay)
+        return results
 
 
 class FakeBackend:
