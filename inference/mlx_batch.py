@@ -7,6 +7,11 @@ starts at ``interleave_chunk`` tokens), so another client's long prompt makes th
 about twice as long instead of freezing them; with nothing decoding the prompt goes in full
 ``prefill_chunk`` steps.
 
+A sequence alone does not go through the batch generator: :mod:`inference.mlx_solo` decodes it
+on a plain KV cache (mlx-lm's batch machinery costs about 15 % of a small model's speed even for
+one sequence), hands it to the batch generator when a second sequence arrives, and takes it back
+when it is alone again.
+
 Each sequence keeps its own sampler (with its own random key when it has a seed, so a seeded
 request gives the same text alone or in a batch), its own logits processors (penalties, and the
 grammar mask of structured output) and its own detokenizer.
