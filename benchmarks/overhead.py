@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -76,30 +77,24 @@ def _speaks(path: Path) -> bool:
         tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chats
     ]
     for prompt in prompts:
-        text = tokenizer.decode(raw_tokens(model, tokenizer, 8, prompt))
+        text = tokenizer.decode([r.token for r in raw_stream(model, tokenizer, 8, prompt)])
         if not text.strip() or "\ufffd" in text:
             return False
     return True
 
 
-def raw_tokens(model: object, tokenizer: object, tokens: int, prompt: str = PROMPT) -> list[int]:
+def raw_stream(model: object, tokenizer: object, tokens: int, prompt: str = PROMPT) -> Iterator[Any]:
+    """mlx_lm.stream_generate, greedy: one response per token."""
     from mlx_lm import stream_generate
     from mlx_lm.sample_utils import make_sampler
 
-    stream = stream_generate(model, tokenizer, prompt, max_tokens=tokens, sampler=make_sampler(0.0))  # type: ignore[arg-type]
-    return [response.token for response in stream]
+    return stream_generate(model, tokenizer, prompt, max_tokens=tokens, sampler=make_sampler(0.0))  # type: ignore[arg-type,no-any-return]
 
 
 def raw_run(model: object, tokenizer: object, tokens: int) -> list[float]:
     """Seconds from the call to each of ``tokens`` tokens of mlx_lm.stream_generate."""
-    from mlx_lm import stream_generate
-    from mlx_lm.sample_utils import make_sampler
-
     start = time.perf_counter()
-    arrivals = [
-        time.perf_counter() - start
-        for _ in stream_generate(model, tokenizer, PROMPT, max_tokens=tokens, sampler=make_sampler(0.0))  # type: ignore[arg-type]
-    ]
+    arrivals = [time.perf_counter() - start for _ in raw_stream(model, tokenizer, tokens)]
     if len(arrivals) != tokens:
         raise RuntimeError(f"model stopped early ({len(arrivals)} tokens)")
     return arrivals

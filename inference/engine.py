@@ -124,8 +124,7 @@ class Engine:
                     self.abort_all()
         finally:
             with trio.CancelScope(shield=True):
-                await self._worker.run(self._unload_all)
-                await self._worker.run(self._release_thread)
+                await self._worker.run(self._close_thread)
                 self._worker.stop()
                 # Wait for the thread to end: a thread still inside a backend's native code when
                 # the interpreter exits makes the process abort (SIGABRT) instead of exiting 0.
@@ -432,11 +431,10 @@ class Engine:
             if resident.busy == 0 and resident.expires_at <= now:
                 self._unload(resident.name)
 
-    def _unload_all(self) -> None:
+    def _close_thread(self) -> None:
+        """The worker thread's last call: unload every model, then free per-thread state."""
         for name in list(self._resident):
             self._unload(name)
-
-    def _release_thread(self) -> None:
         for backend in self._backends:
             try:
                 backend.release_thread()

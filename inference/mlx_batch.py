@@ -30,7 +30,7 @@ from typing import Any, cast
 
 from inference.backend import SamplingParams, Step, TokenLogprob
 from inference.batch import Admission, StepResult
-from inference.mlx_solo import HandOver, SoloSequence, resume
+from inference.mlx_solo import HandOver, SoloSequence, take_back
 
 # Generous enough never to end a sequence: the engine applies num_predict and the context window.
 _NO_LIMIT = 1 << 30
@@ -138,21 +138,24 @@ class MlxBatch:
         sampler = self._make_sampler(params)
         processors = self._make_processors(params, admission.constraint)
         member = _Member(-1, self._tokenizer.detokenizer, params.logprobs, sampler, processors)
-        if not self._members:
-            solo = SoloSequence(
-                self._model,
-                rest=prompt[cached:],
-                cache=cache,
-                fed=prompt[:cached],
-                sampler=sampler,
-                processors=processors,
-                prefill_chunk=self._prefill_chunk,
-            )
-            self._solo = (admission.key, solo)
+        state = HandOver(cache or [], prompt[:cached], prompt[cached:])
+        if self._members:
+            self._insert(admission.key, member, state)
         else:
-            self._insert(admission.key, member, HandOver(cache or [], prompt[:cached], prompt[cached:]))
+            self._run_alone(admission.key, member, state)
         self._members[admission.key] = member
         return cached
+
+    def _run_alone(self, key: int, member: _Member, state: HandOver) -> None:
+        member.uid = -1
+        solo = SoloSequence(
+            self._model,
+            state,
+            sampler=member.sampler,
+            processors=member.processors,
+            prefill_chunk=self._prefill_chunk,
+        )
+        self._solo = (key, solo)
 
     def _insert(self, key: int, member: _Member, state: HandOver) -> None:
         """Put a sequence into the batch generator, from its cache and the tokens still to feed."""
@@ -224,16 +227,7 @@ class MlxBatch:
         caches = self._generator.remove([member.uid], return_prompt_caches=True)  # type: ignore[no-untyped-call]
         del self._keys[member.uid]
         cache, tokens = caches[member.uid]
-        member.uid = -1
-        solo = resume(
-            self._model,
-            cache,
-            list(tokens),
-            sampler=member.sampler,
-            processors=member.processors,
-            prefill_chunk=self._prefill_chunk,
-        )
-        self._solo = (key, solo)
+        self._run_alone(key, member, take_back(cache, list(tokens), member.sampler))
 
     def _interleaved_chunk(self) -> int:
         """Prompt tokens to prefill beside a decode step: as many as one decode step costs.

@@ -12,7 +12,7 @@ The moves between the two paths lose nothing:
 
 * into the batch (:meth:`SoloSequence.hand_over`): no further forward pass is queued; the token
   already sampled is returned, and the batch generator starts from it with this cache;
-* out of the batch (:meth:`SoloSequence.resume`): the batch generator has already fed the last
+* out of the batch (:func:`take_back`): the batch generator has already fed the last
   token it returned and sampled the next; the cache is trimmed by that one token, the sampler's
   draw is undone, and the token is fed again here, so a seeded sequence samples what it would
   have sampled alone.
@@ -41,10 +41,8 @@ class SoloSequence:
     def __init__(
         self,
         model: Any,
+        state: HandOver,
         *,
-        rest: list[int],
-        cache: list[Any] | None,
-        fed: list[int],
         sampler: Callable[[Any], Any],
         processors: list[Any],
         prefill_chunk: int,
@@ -55,22 +53,15 @@ class SoloSequence:
 
         self._model = model
         self._stream = generation_stream
-        self._cache = cache if cache is not None else make_prompt_cache(model)
-        self._fed = list(fed)  # the tokens the cache holds (once queued work is done)
-        self._rest = list(rest)  # prompt tokens not fed yet (the last one starts decoding)
+        self.cache = state.cache if state.fed else make_prompt_cache(model)
+        self.fed = list(state.fed)  # the tokens the cache holds (once queued work is done)
+        self._rest = list(state.rest)  # prompt tokens not fed yet (the last one starts decoding)
         self._sampler = sampler
         self._processors = processors
-        self._context = mx.array(self._fed, dtype=mx.uint32) if processors else None
+        self._context = mx.array(self.fed, dtype=mx.uint32) if processors else None
         self._chunk = max(prefill_chunk, 1)
         self._pending: tuple[Any, Any] | None = None  # sampled token (lazy) and its logprobs
-
-    @property
-    def fed(self) -> list[int]:
-        return self._fed
-
-    @property
-    def cache(self) -> list[Any]:
-        return self._cache
+        self._steps = 0
 
     def step(self) -> tuple[int, Any] | None:
         """One prompt chunk (``None``) or the next token and its log probabilities."""
@@ -80,76 +71,63 @@ class SoloSequence:
             if len(self._rest) > 1:
                 chunk = self._rest[: min(self._chunk, len(self._rest) - 1)]
                 self._rest = self._rest[len(chunk) :]
-                self._model(mx.array(chunk, dtype=mx.uint32)[None], cache=self._cache)
-                mx.eval([layer.state for layer in self._cache])
-                self._remember(mx.array(chunk, dtype=mx.uint32), chunk)
+                self._feed(mx.array(chunk, dtype=mx.uint32), chunk)
+                mx.eval([layer.state for layer in self.cache])
                 return None
             if self._pending is None:
                 self._pending = self._forward(mx.array(self._rest, dtype=mx.uint32), self._rest)
                 self._rest = []
             token, logprobs = self._pending
             self._pending = self._forward(token, None)
-            return self._take(token, logprobs, fed=True)
+            value = int(token.item())
+            self.fed.append(value)  # its forward pass is queued: the cache will hold it
+            self._steps += 1
+            if self._steps % 256 == 0:
+                mx.clear_cache()
+            return value, logprobs
 
     def hand_over(self) -> tuple[tuple[int, Any] | None, HandOver]:
         """Stop decoding here: the token already sampled (if any) and the state to go on with."""
         import mlx.core as mx
 
+        if self._pending is None:
+            return None, HandOver(self.cache, self.fed, self._rest)
+        token, logprobs = self._pending
+        self._pending = None
         with mx.stream(self._stream):
-            if self._pending is None:
-                return None, HandOver(self._cache, self._fed, self._rest)
-            token, logprobs = self._pending
-            self._pending = None
-            taken = self._take(token, logprobs, fed=False)
-            return taken, HandOver(self._cache, self._fed, [taken[0]])
-
-    def _take(self, token: Any, logprobs: Any, *, fed: bool) -> tuple[int, Any]:
-        """Wait for ``token``; ``fed``: its forward pass is queued, so the cache will hold it."""
-        import mlx.core as mx
-
-        value = int(token.item())
-        if fed:
-            self._fed.append(value)
-        if len(self._fed) % 256 == 0:
-            mx.clear_cache()
-        return value, logprobs
+            value = int(token.item())
+        return (value, logprobs), HandOver(self.cache, self.fed, [value])
 
     def _forward(self, inputs: Any, known: list[int] | None) -> tuple[Any, Any]:
         """Queue the forward pass of ``inputs`` and the sampling of the next token."""
         import mlx.core as mx
 
-        logits = self._model(inputs.reshape(1, -1), cache=self._cache)[:, -1, :]
-        self._remember(inputs.reshape(-1), known)
-        if self._processors:
-            for processor in self._processors:
-                logits = processor(self._context, logits)
+        logits = self._feed(inputs.reshape(-1), known)[:, -1, :]
+        for processor in self._processors:
+            logits = processor(self._context, logits)
         logprobs = logits - mx.logsumexp(logits, keepdims=True)
         sampled = self._sampler(logprobs)
         mx.async_eval(sampled, logprobs)  # type: ignore[no-untyped-call]
         return sampled, logprobs.squeeze(0)
 
-    def _remember(self, inputs: Any, known: list[int] | None) -> None:
-        """Extend the processors' token history (and ``fed`` for tokens known already)."""
+    def _feed(self, inputs: Any, known: list[int] | None) -> Any:
+        """The model over ``inputs`` (a 1-D token array; ``known``: its values, when known
+        already), extending the cache, ``fed`` and the processors' token history."""
         import mlx.core as mx
 
+        logits = self._model(inputs[None], cache=self.cache)
         if known is not None:
-            self._fed.extend(known)
+            self.fed.extend(known)
         if self._context is not None:
             self._context = mx.concatenate([self._context, inputs.astype(mx.uint32)])
+        return logits
 
 
-def resume(
-    model: Any,
-    cache: list[Any],
-    tokens: list[int],
-    *,
-    sampler: Callable[[Any], Any],
-    processors: list[Any],
-    prefill_chunk: int,
-) -> SoloSequence:
-    """A sequence taken out of the batch generator (its cache must be trimmable).
+def take_back(cache: list[Any], tokens: list[int], sampler: Callable[[Any], Any]) -> HandOver:
+    """The state of a sequence taken out of the batch generator (its cache must be trimmable).
 
     ``cache`` holds ``tokens``; the batch generator fed the last of them and sampled the next.
+    The cache forgets that last token and the sampler its draw, so the token is fed again.
     """
     from mlx_lm.models.cache import trim_prompt_cache
 
@@ -157,12 +135,4 @@ def resume(
     rewind = getattr(sampler, "rewind", None)
     if rewind is not None:
         rewind()
-    return SoloSequence(
-        model,
-        rest=tokens[-1:],
-        cache=cache,
-        fed=tokens[:-1],
-        sampler=sampler,
-        processors=processors,
-        prefill_chunk=prefill_chunk,
-    )
+    return HandOver(cache, tokens[:-1], tokens[-1:])
