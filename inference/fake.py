@@ -7,8 +7,8 @@ A fake model is a directory holding ``fake.json``::
 
 It "generates" the pieces in order (repeating them when ``loop`` is true), taking ``delay``
 seconds per decode step of its batch (however many sequences the batch holds, as a batched
-engine's forward pass does) and ``prefill_delay`` seconds per prompt token, raises at token ``fail_at``, and
-refuses to load with ``load_error``; ``"fail_with": "memory"`` makes either failure an
+engine's forward pass does) and ``prefill_delay`` seconds per prompt token, raises at token
+``fail_at``, and refuses to load with ``load_error``; ``"fail_with": "memory"`` makes either failure an
 out-of-memory error. Tokens are characters (ids are code points), so prompts and contexts
 round-trip. Every prompt it receives is recorded in :attr:`FakeBackend.prompts`.
 """
