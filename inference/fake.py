@@ -5,9 +5,10 @@ A fake model is a directory holding ``fake.json``::
     {"pieces": ["Hello", " world"], "loop": false, "delay": 0.0,
      "prefill_delay": 0.0, "fail_at": null, "load_error": null, "template": "..."}
 
-It "generates" the pieces in order (repeating them when ``loop`` is true), taking ``delay``
-seconds per decode step of its batch (however many sequences the batch holds, as a batched
-engine's forward pass does) and ``prefill_delay`` seconds per prompt token, raises at token
+It "generates" the pieces in order (repeating them when ``loop`` is true). Its batch paces itself
+as a batched engine's forward pass does, however many sequences it holds: a step takes ``delay``
+seconds when it decodes, plus ``prefill_delay`` seconds per token of the longest prompt chunk it
+prefills (the sequences' chunks go through together). It raises at token
 ``fail_at``, and refuses to load with ``load_error``; ``"fail_with": "memory"`` makes either failure an
 out-of-memory error. Tokens are characters (ids are code points), so prompts and contexts
 round-trip. Every prompt it receives is recorded in :attr:`FakeBackend.prompts`.
@@ -15,6 +16,7 @@ round-trip. Every prompt it receives is recorded in :attr:`FakeBackend.prompts`.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.backend import GenerationCancelled, ModelInfo, ModelLoadError, SamplingParams, Step
-from inference.batch import GenerateFn, GeneratorBatch, StepResult
+from inference.batch import GeneratorBatch, StepResult
 
 EOS = 0
 
@@ -65,7 +67,11 @@ class FakeModel:
         params: SamplingParams,
         should_stop: Callable[[], bool],
         constraint: object = None,
+        *,
+        prefilled: Callable[[int], None] | None = None,
     ) -> Generator[Step | None, None, None]:
+        """The script's tokens; each prompt chunk is reported to ``prefilled`` (the batch's
+        pacing), or takes its own time when there is no batch."""
         self._log.append(list(prompt))
         chunk = max(params.prefill_chunk, 1)
         for start in range(0, len(prompt), chunk):
@@ -73,7 +79,11 @@ class FakeModel:
                 yield None  # one chunk a batch step, as the real backends prefill
                 if should_stop():
                     raise GenerationCancelled
-            time.sleep(float(self._script.get("prefill_delay", 0.0)) * len(prompt[start : start + chunk]))
+            tokens = len(prompt[start : start + chunk])
+            if prefilled is None:
+                time.sleep(float(self._script.get("prefill_delay", 0.0)) * tokens)
+            else:
+                prefilled(tokens)
         pieces: list[str] = list(self._script.get("pieces", ["ok"]))
         fail_at = self._script.get("fail_at")
         n = 0
@@ -90,23 +100,35 @@ class FakeModel:
                 return
 
     def open_batch(self) -> GeneratorBatch:
-        return _PacedBatch(self.generate, float(self._script.get("delay", 0.0)))
+        return _PacedBatch(
+            self, float(self._script.get("delay", 0.0)), float(self._script.get("prefill_delay", 0.0))
+        )
 
     def close(self) -> None:
         pass
 
 
 class _PacedBatch(GeneratorBatch):
-    """The fake's batch: a step that yields tokens takes ``delay``, for one sequence or many."""
+    """The fake's batch: a step takes ``delay`` if it yields tokens and ``prefill_delay`` per token
+    of its longest prompt chunk, for one sequence or many."""
 
-    def __init__(self, generate: GenerateFn, delay: float) -> None:
-        super().__init__(generate)
+    def __init__(self, model: FakeModel, delay: float, prefill_delay: float) -> None:
+        super().__init__(functools.partial(model.generate, prefilled=self._prefilled))
         self._delay = delay
+        self._prefill_delay = prefill_delay
+        self._chunk = 0  # the longest prompt chunk read in this step
+
+    def _prefilled(self, tokens: int) -> None:
+        self._chunk = max(self._chunk, tokens)
 
     def step(self) -> list[tuple[int, StepResult]]:
+        self._chunk = 0
         results = super().step()
-        if self._delay and any(isinstance(result, Step) for _, result in results):
-            time.sleep(self._delay)
+        pause = self._prefill_delay * self._chunk
+        if any(isinstance(result, Step) for _, result in results):
+            pause += self._delay
+        if pause:
+            time.sleep(pause)
         return results
 
 
