@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
@@ -218,40 +219,55 @@ async def test_unknown_route_and_method(server: Server) -> None:
 
 
 async def test_queue_full_gets_503_with_retry_after(settings: Settings) -> None:
-    settings.max_queue = 1
+    """The reliability plan's burst: one slot, four places in the queue, fifty requests."""
+    settings.max_queue = 4
     settings.num_parallel = 1
+    busy = "server busy, please try again.  maximum pending requests exceeded"
+    body = {"model": "slow", "messages": MSG, "options": {"num_predict": 50}}  # a second each
     async with trio.open_nursery() as nursery:
         server, stop = await start_server(nursery, settings)
         engine = server.services.engine
-        statuses: list[int] = []
+        answers: list[tuple[int, float]] = []
 
-        async def one(client_nursery: trio.Nursery) -> None:
-            async with (
-                server.client() as client,
-                client.stream("POST", "/api/chat", json={"model": "slow", "messages": MSG}) as r,
-            ):
-                statuses.append(r.status_code)
+        async def one(client: httpx.AsyncClient) -> None:
+            start = trio.current_time()
+            async with client.stream("POST", "/api/chat", json=body) as r:
                 if r.status_code == 503:
+                    answers.append((503, trio.current_time() - start))
                     await r.aread()
-                    assert (
-                        r.json()["error"]
-                        == "server busy, please try again.  maximum pending requests exceeded"
-                    )
-                    assert r.headers["Retry-After"] == "1"
+                    assert r.json()["error"] == busy
+                    assert r.headers["Retry-After"] == "1" and r.headers["x-should-retry"] == "true"
                     return
-                async for _ in r.aiter_lines():
-                    pass  # keep the stream (and so the queue) busy until cancelled
+                lines = [json.loads(line) async for line in r.aiter_lines()]
+                assert lines[-1]["done"] and lines[-1]["eval_count"] == 50
+                answers.append((r.status_code, trio.current_time() - start))
 
-        async with trio.open_nursery() as clients:
-            clients.start_soon(one, clients)
-            await wait_until(lambda: engine.statistics().active)
-            clients.start_soon(one, clients)
-            await wait_until(lambda: engine.statistics().queued)
-            for _ in range(3):
-                clients.start_soon(one, clients)
-            await wait_until(lambda: statuses.count(503) >= 3)
-            clients.cancel_scope.cancel()
-        assert statuses.count(503) == 3
+        limits = httpx.Limits(max_connections=None)
+        async with (
+            server.client() as first,
+            httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as burst,
+        ):
+            async with trio.open_nursery() as clients:
+                clients.start_soon(one, first)
+                await wait_until(lambda: engine.statistics().active)
+                for _ in range(49):
+                    clients.start_soon(one, burst)
+                await wait_until(lambda: len(answers) >= 45)
+                # While the queue stays full: one rejected request at a time.
+                alone = []
+                for _ in range(20):
+                    start = trio.current_time()
+                    r = await first.post("/api/chat", json=body)
+                    assert r.status_code == 503
+                    alone.append(trio.current_time() - start)
+        statuses = [status for status, _ in answers]
+        assert statuses.count(503) == 45 and statuses.count(200) == 5, statuses
+        rejected = sorted(seconds for status, seconds in answers if status == 503)
+        alone.sort()
+        print(
+            f"queue full: 45 answers 503 in the burst, p50 {rejected[22] * 1e3:.1f} ms, max"
+            f" {rejected[-1] * 1e3:.1f} ms; one at a time p50 {alone[10] * 1e3:.1f} ms, max {alone[-1] * 1e3:.1f} ms"
+        )
         stop.set()
 
 
