@@ -6,6 +6,8 @@ observable; the engine's job reports count the steps pulled after the cancel fla
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import httpx
 import pytest
 import trio
@@ -144,3 +146,37 @@ async def test_llamacpp_prefill_stops_between_batches(server: Server) -> None:
     assert report.checks_after_cancel <= 1
     assert 0 < report.prefill_checks < report.prompt_tokens - 1
     await assert_serves_next_at_once(server)
+
+
+@pytest.mark.mlx
+@pytest.mark.both_backends
+async def test_prompt_abandoned_in_prefill_leaves_the_cache_consistent(settings: Settings) -> None:
+    """The plan's prefill cancel: a long prompt abandoned between chunks is stopped at the next
+    boundary, and a later request for a prompt sharing its prefix answers exactly as it does
+    without any cache (the abandoned prefill left no partial state behind)."""
+    long = {"role": "user", "content": "One two three four five. " * 250}
+    shorter = {"role": "user", "content": "One two three four five. " * 200 + "Six?"}
+    greedy = {"temperature": 0, "num_predict": 8}
+
+    async def answers(server: Server) -> list[str]:
+        async with server.client() as client:
+            out = []
+            for message in (long, shorter):
+                body = {"model": "random", "messages": [message], "stream": False, "options": greedy}
+                out.append((await client.post("/api/chat", json=body)).json()["message"]["content"])
+            return out
+
+    async with running_server(replace(settings, prefix_cache_entries=0)) as plain:
+        expected = await answers(plain)
+    async with running_server(settings) as server:
+        body = {"model": "random", "messages": [long], "options": {"num_batch": 1, "num_predict": 1}}
+        async with server.client() as client:
+            await client.post("/api/chat", json={"model": "random", "messages": []})  # load
+            with pytest.raises(httpx.ReadTimeout):
+                await client.post("/api/chat", json=body, timeout=0.3)
+        await wait_idle(server)
+        report = last_report(server, "random:latest")
+        assert report.outcome == "cancelled" and report.decode_steps == 0
+        assert report.checks_after_cancel <= 1  # llama.cpp polls between chunks; MLX's engine
+        assert report.prefill_checks < report.prompt_tokens - 1  # steps one chunk at a time
+        assert await answers(server) == expected
