@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from quart import Quart, Response, g, has_request_context, request
+from quart import Quart, Response, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
 from app.ndjson import json_response
@@ -43,18 +43,6 @@ class ApiError(Exception):
 
     def response(self) -> Response:
         return error_response(self.message, self.status, self.param)
-
-
-def body_left_unread() -> bool:
-    """Whether the request sent a body this server has not read to its end.
-
-    Answering such a request and keeping the connection would leave the rest of the body where
-    the next request is expected (Hypercorn then stalls that connection), so it is closed instead.
-    """
-    if not has_request_context():
-        return False
-    sent = bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "")
-    return sent and not g.get("body_read", False)
 
 
 class BadRequest(ApiError):
@@ -110,8 +98,6 @@ def error_response(message: str, status: int, param: str | None = None) -> Respo
         response = json_response(openai_error(message, status, param), status)
     else:
         response = json_response({"error": message}, status)
-    if body_left_unread():
-        response.headers["Connection"] = "close"
     return response
 
 

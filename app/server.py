@@ -27,6 +27,7 @@ from app import (
     openai_models,
     openapi,
     security,
+    unread_body,
 )
 from app.config import Settings
 from app.errors import install_error_handlers
@@ -79,6 +80,7 @@ def create_app(settings: Settings, backends: list[Backend] | None = None) -> Qua
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = None
     app.extensions["trillm"] = services
     install_error_handlers(app)
+    unread_body.install(app)
     security.install(app, settings)
     health.register(app)
     models.register(app, services)

@@ -6,6 +6,7 @@ import json
 import logging
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -117,6 +118,37 @@ def _raw_exchange(port: int, payload: bytes, wait: float) -> bytes:
         except TimeoutError:
             return received + b"<still open>"
         return received
+
+
+def _late_body_then_next_request(port: int, method: str) -> bytes:
+    """On one connection: headers of a request the server answers without its body, the body
+    a moment later, then a plain request; what came back within three seconds."""
+    body = b'{"source": "a", "destination": "b"}'
+    head = f"{method} /api/copy HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as sock:
+        sock.sendall(head.encode())
+        time.sleep(0.1)
+        sock.sendall(body)
+        time.sleep(0.1)
+        sock.sendall(b"GET /api/version HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        received = b""
+        try:
+            while b'"version"' not in received and (chunk := sock.recv(65536)):
+                received += chunk
+        except TimeoutError:
+            pass
+        return received
+
+
+async def test_a_body_that_arrives_after_its_answer_leaves_the_connection_usable(server: Server) -> None:
+    """A preflight and a 405 are answered without reading the body; when that body arrives late,
+    the connection still serves the next request (Hypercorn used to stall it: found by
+    schemathesis, which then waited for an answer until its timeout)."""
+    port = int(server.url.rsplit(":", 1)[1])
+    for method, status in (("OPTIONS", b"204"), ("GET", b"405")):
+        got = await trio.to_thread.run_sync(_late_body_then_next_request, port, method)
+        assert got.startswith(b"HTTP/1.1 " + status), got[:100]
+        assert b'"version"' in got, (method, got)
 
 
 async def test_slow_clients_are_cut_off(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
