@@ -41,6 +41,8 @@ async def _read_rest() -> bool:
 
 
 def install(app: Quart) -> None:
+    """Check every response, whatever answered it (a route, a guard or an error handler)."""
+
     @app.after_request
     async def _finish_body(response: Response) -> Response:
         if body_left_unread() and not await _read_rest():
