@@ -79,6 +79,8 @@ async def test_concurrent_greedy_requests_match_each_alone(batched: Settings) ->
         engine = server.services.engine
         before = len(engine.history)
         batch = await together(server, requests)
+        # (A report reaches the history just after its reply: wait for all of them.)
+        await wait_until(lambda: len(engine.history) - before >= len(requests))
         reports = list(engine.history)[before:]
     assert batch == single
     assert max(r.batch_size for r in reports) >= 2, "the requests did share a batch"
