@@ -223,7 +223,7 @@ async def test_queue_full_gets_503_with_retry_after(settings: Settings) -> None:
     settings.max_queue = 4
     settings.num_parallel = 1
     busy = "server busy, please try again.  maximum pending requests exceeded"
-    body = {"model": "slow", "messages": MSG, "options": {"num_predict": 50}}  # a second each
+    body = {"model": "slow", "messages": MSG, "options": {"num_predict": 100}}  # 2 s each
     async with trio.open_nursery() as nursery:
         server, stop = await start_server(nursery, settings)
         engine = server.services.engine
@@ -239,7 +239,7 @@ async def test_queue_full_gets_503_with_retry_after(settings: Settings) -> None:
                     assert r.headers["Retry-After"] == "1" and r.headers["x-should-retry"] == "true"
                     return
                 lines = [json.loads(line) async for line in r.aiter_lines()]
-                assert lines[-1]["done"] and lines[-1]["eval_count"] == 50
+                assert lines[-1]["done"] and lines[-1]["eval_count"] == 100
                 answers.append((r.status_code, trio.current_time() - start))
 
         limits = httpx.Limits(max_connections=None)
