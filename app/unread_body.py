@@ -10,7 +10,7 @@ slow to read is left, and the response says ``Connection: close``.
 
 from __future__ import annotations
 
-from quart import Quart, Response, current_app, g, has_request_context, request
+from quart import Quart, Response, current_app, g, request
 
 from app.errors import BodyTimeout
 from app.fields import body_chunks
@@ -21,8 +21,6 @@ DRAIN_LIMIT = 1 << 20
 
 def body_left_unread() -> bool:
     """Whether the request sent a body this server has not read to its end."""
-    if not has_request_context():
-        return False
     sent = bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "")
     return sent and not g.get("body_read", False)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from benchmarks.overhead import build, free_port, serving, wait_for
+from benchmarks.overhead import build, free_port, percentile, serving, wait_for
 from inference.mlx_backend import release_mlx_streams
 
 PROMPTS = [
@@ -97,11 +97,6 @@ async def chat(client: httpx.AsyncClient, model: str, messages: list[dict[str, s
     return stream
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 async def workloads(url: str, model: str, tokens: int, streams: int) -> dict[str, float]:
     out: dict[str, float] = {}
     async with httpx.AsyncClient(base_url=url, timeout=None) as client:
@@ -127,7 +122,7 @@ async def workloads(url: str, model: str, tokens: int, streams: int) -> dict[str
         # A random model can print nothing for a prompt (a repeated lone UTF-8 lead byte, which a
         # server holds back): such a stream has no first token to time.
         ttfts = [r.ttft for r in runs if r.arrivals] or [float("nan")]
-        out["ttft_p50_ms"], out["ttft_p99_ms"] = pct(ttfts, 0.5) * 1e3, pct(ttfts, 0.99) * 1e3
+        out["ttft_p50_ms"], out["ttft_p99_ms"] = percentile(ttfts, 0.5) * 1e3, percentile(ttfts, 0.99) * 1e3
         out["silent_streams"] = float(sum(1 for r in runs if not r.arrivals))
         # A growing conversation.
         messages = [{"role": "system", "content": "You are a patient storyteller. " * 4}]
@@ -149,7 +144,7 @@ async def workloads(url: str, model: str, tokens: int, streams: int) -> dict[str
             await trio.sleep(0.5)
             long = await chat(client, model, [{"role": "user", "content": long_prompt}], 1)
         gaps = [b - a for s in streaming for a, b in zip(s.arrivals, s.arrivals[1:], strict=False)]
-        out["gap_p50_ms"], out["gap_p99_ms"] = pct(gaps, 0.5) * 1e3, pct(gaps, 0.99) * 1e3
+        out["gap_p50_ms"], out["gap_p99_ms"] = percentile(gaps, 0.5) * 1e3, percentile(gaps, 0.99) * 1e3
         out["long_total_ms"] = (long.finished - long.start) * 1e3
     return out
 

@@ -120,6 +120,12 @@ def server_run(client: httpx.Client, name: str, tokens: int) -> list[float]:
     return arrivals
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The value below which a fraction ``q`` of ``values`` lies (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -22,7 +22,7 @@ import time
 
 import httpx
 
-from benchmarks.overhead import build, serving
+from benchmarks.overhead import build, percentile, serving
 from inference.mlx_backend import release_mlx_streams
 
 BODY = {"model": "bench", "prompt": "Once upon a time", "stream": False, "options": {"num_predict": 8}}
@@ -100,11 +100,6 @@ def phase(client: httpx.Client, seconds: float) -> list[float]:
         if response.status_code != 200:
             raise RuntimeError(f"normal request failed: {response.status_code} {response.text}")
     return latencies
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.memory import rss_mb
-from benchmarks.overhead import build, serving
+from benchmarks.overhead import build, percentile, serving
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 TOOL = {
@@ -119,7 +119,7 @@ def main() -> None:
         window = sorted(t for when, t in ttfts if begin < when <= at)
         begin = at
         p50 = statistics.median(window) * 1e3 if window else float("nan")
-        p99 = window[min(len(window) - 1, int(len(window) * 0.99))] * 1e3 if window else float("nan")
+        p99 = percentile(window, 0.99) * 1e3 if window else float("nan")
         windows.append((rss, fd, task, p99))
         print(
             f"{at - samples[0][0]:8.0f} {rss:8.1f} {fd:5d} {task:6d} {len(window):9d} {p50:8.1f}ms {p99:8.1f}ms"
@@ -137,9 +137,9 @@ def main() -> None:
     # The plan's latency criterion: each window's p99 against the p99 of the first ten minutes
     # (the first sixth of a shorter run).
     head = samples[0][0] - args.every + min(600.0, args.minutes * 10)
-    base = sorted(t for when, t in ttfts if when <= head)
+    base = [t for when, t in ttfts if when <= head]
     if base:
-        p99 = base[min(len(base) - 1, int(len(base) * 0.99))]
+        p99 = percentile(base, 0.99)
         worst = max((w[3] for w in windows[:-1] if w[3] == w[3]), default=float("nan"))
         print(
             f"TTFT p99 of the first {min(600.0, args.minutes * 10) / 60:.1f} min {p99 * 1e3:.1f} ms;"

@@ -68,10 +68,10 @@ class FakeModel:
         should_stop: Callable[[], bool],
         constraint: object = None,
         *,
-        prefilled: Callable[[int], None] | None = None,
+        prefilled: Callable[[int], None],
     ) -> Generator[Step | None, None, None]:
-        """The script's tokens; each prompt chunk is reported to ``prefilled`` (the batch's
-        pacing), or takes its own time when there is no batch."""
+        """The script's tokens; the length of each prompt chunk goes to ``prefilled`` (the
+        batch's pacing)."""
         self._log.append(list(prompt))
         chunk = max(params.prefill_chunk, 1)
         for start in range(0, len(prompt), chunk):
@@ -79,11 +79,7 @@ class FakeModel:
                 yield None  # one chunk a batch step, as the real backends prefill
                 if should_stop():
                     raise GenerationCancelled
-            tokens = len(prompt[start : start + chunk])
-            if prefilled is None:
-                time.sleep(float(self._script.get("prefill_delay", 0.0)) * tokens)
-            else:
-                prefilled(tokens)
+            prefilled(len(prompt[start : start + chunk]))
         pieces: list[str] = list(self._script.get("pieces", ["ok"]))
         fail_at = self._script.get("fail_at")
         n = 0
