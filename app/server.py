@@ -51,7 +51,14 @@ def default_backends(settings: Settings) -> list[Backend]:
 
     cache = CacheSettings(entries=settings.prefix_cache_entries, max_bytes=settings.prefix_cache_mb << 20)
     mlx = MlxBackend(cache)
-    llamacpp = LlamaCppBackend(LlamaCppSettings(settings.context_length, settings.num_thread))
+    llamacpp = LlamaCppBackend(
+        LlamaCppSettings(
+            settings.context_length,
+            settings.num_thread,
+            settings.num_parallel,
+            prefix_cache=settings.prefix_cache_entries > 0,
+        )
+    )
     preferred = settings.backend
     if preferred is None:
         apple = platform.system() == "Darwin" and platform.machine() == "arm64"

@@ -5,47 +5,35 @@ including the blobs of an existing Ollama store. The only module that imports ``
 only when a model loads, so GGUF models are listed (from :mod:`inference.gguf_file`) whether or not
 the package is installed; using one without it is a clear error naming the extra to install.
 
-A llama.cpp context here holds one sequence, so :class:`LlamaCppBatch` decodes one request at a
-time (``max_sequences = 1``; the engine queues the rest in FIFO order). Each step prefills one
-chunk of the prompt or samples one token, so cancellation lands between prefill chunks and between
-tokens. The context's KV cache stays after a request, and the next one starts from the prefix they
-share (a chat's next turn computes only its new tokens).
-
-Sampling is llama.cpp's own sampler chain (penalties, top-k, top-p, min-p, temperature, seeded
-distribution: the order llama.cpp's server uses); a grammar constraint masks the logits in place
-before the chain runs. Chat templates are the GGUF's ``tokenizer.chat_template``, rendered with
-the same Jinja renderer Hugging Face tokenizers use, so both backends see the same prompt.
+A model's context holds ``parallel`` sequences (``TRILLM_NUM_PARALLEL``, as Ollama allots
+``OLLAMA_NUM_PARALLEL`` slots), each with the model's window, in one unified KV cache; they decode
+together in :class:`~inference.llamacpp_batch.LlamaCppBatch`. Chat templates are the GGUF's
+``tokenizer.chat_template``, rendered with the same Jinja renderer Hugging Face tokenizers use, so
+both backends see the same prompt.
 """
 
 from __future__ import annotations
 
-import codecs
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from inference.backend import (
-    GenerationCancelled,
-    ModelInfo,
-    ModelLoadError,
-    SamplingParams,
-    Step,
-    TokenLogprob,
-)
-from inference.batch import Admission, StepResult
+from inference.backend import ModelInfo, ModelLoadError
 from inference.chat_template import render
 from inference.gguf_file import GGUFError, GGUFHeader, is_gguf, read_header
+from inference.llamacpp_batch import LlamaCppBatch
 from validation.constraint import GrammarCache, TokenConstraint
 
 INSTALL_HINT = (
     'the llama.cpp backend is not installed; install it with: pip install "trillm[llamacpp]" '
     "(it compiles llama.cpp, which takes about ten minutes)"
 )
-_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp: draw a random seed
+# Tokens one llama_decode takes: the decoding sequences' tokens and the prompt chunks of a step.
+_BATCH_TOKENS = 512
 
 
 def gguf_file(path: Path) -> Path | None:
@@ -102,28 +90,42 @@ def _token_text(header: GGUFHeader, key: str, llama: Any) -> str:
 
 
 class LlamaCppModel:
-    """A GGUF model loaded into one llama.cpp context."""
+    """A GGUF model loaded into one llama.cpp context of ``parallel`` sequence slots."""
 
-    max_sequences = 1
-
-    def __init__(self, file: Path, context_length: int, threads: int | None) -> None:
+    def __init__(self, file: Path, settings: LlamaCppSettings) -> None:
         try:
             import llama_cpp
+            from llama_cpp._internals import LlamaContext
+            from llama_cpp._utils import suppress_stdout_stderr
         except ImportError as error:
             raise ModelLoadError(INSTALL_HINT) from error
         self._lib = llama_cpp
         header = read_header(file)
         info = describe_gguf(file, header)
-        window = max(16, min(info.context_length, context_length))
+        window = max(16, min(info.context_length, settings.context_length))
+        self.max_sequences = max(1, settings.parallel)
+        self.reuse_prefixes = settings.prefix_cache
+        self.batch_tokens = _BATCH_TOKENS
         try:
+            # The Llama object holds the weights and the tokenizer; its own context is left small,
+            # and the sequences decode in the context below.
             self._llama: Any = llama_cpp.Llama(
                 model_path=str(file),
-                n_ctx=window,
-                n_batch=512,
-                n_threads=threads,
+                n_ctx=16,
+                n_batch=16,
+                n_threads=settings.threads,
                 n_gpu_layers=-1,  # every layer on the GPU where llama.cpp has one (Metal); else the CPU
                 verbose=False,
             )
+            params = llama_cpp.llama_context_params.from_buffer_copy(self._llama.context_params)
+            params.n_ctx = window * self.max_sequences
+            params.n_batch = params.n_ubatch = _BATCH_TOKENS
+            params.n_seq_max = self.max_sequences
+            params.kv_unified = True  # one pool of cells; a shared prefix is held once
+            # (llama.cpp warns that the unified cache is longer than the training window; each
+            # sequence is held to the window here, which it cannot know.)
+            with suppress_stdout_stderr(disable=False):
+                self.context = LlamaContext(model=self._llama._model, params=params, verbose=False)
         except Exception as error:  # llama-cpp-python raises ValueError for unusable files
             raise ModelLoadError(f"llama.cpp cannot load {file.name}: {error}") from error
         self.info = replace(info, context_length=window)
@@ -175,181 +177,45 @@ class LlamaCppModel:
         return self._grammars.constraint(grammar)
 
     def open_batch(self) -> LlamaCppBatch:
+        if self._batch is not None:
+            self._batch.close()
         self._batch = LlamaCppBatch(self)
         return self._batch
 
-    def logits(self) -> Any:
-        """The last evaluated position's logits, as a writable NumPy view of llama.cpp's buffer."""
-        pointer = self._lib.llama_get_logits_ith(self._llama.ctx, -1)
+    def logits(self, row: int) -> Any:
+        """The logits of row ``row`` of the last decoded batch, as a writable NumPy view of
+        llama.cpp's buffer."""
+        pointer = self._lib.llama_get_logits_ith(self.context.ctx, row)
         return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of ``token`` as it reads in a reply."""
+        return bytes(self._llama.detokenize([token]))
+
+    def text(self, token: int) -> str:
+        """``token``'s text (for log probabilities), invalid UTF-8 replaced."""
+        return self.piece(token).decode("utf-8", errors="replace")
 
     def close(self) -> None:
         if self._batch is not None:
             self._batch.close()
+            self._batch = None
         self._grammars = None
+        self.context.close()  # type: ignore[no-untyped-call]
         self._llama.close()
-
-
-@dataclass
-class _Member:
-    """The one sequence a :class:`LlamaCppBatch` decodes."""
-
-    key: int
-    prompt: list[int]
-    pending: int  # index of the next prompt token to prefill
-    params: SamplingParams
-    should_stop: Callable[[], bool]
-    sampler: Any
-    constraint: TokenConstraint | None
-    decoder: codecs.IncrementalDecoder
-    last: int | None = None  # the sampled token not yet evaluated
-
-
-class LlamaCppBatch:
-    """A :class:`~inference.batch.DecodeBatch` of at most one sequence on the model's context."""
-
-    def __init__(self, model: LlamaCppModel) -> None:
-        self._model = model
-        self._member: _Member | None = None
-
-    def add(self, admission: Admission) -> int:
-        if self._member is not None:
-            raise RuntimeError("a llama.cpp context decodes one sequence at a time")
-        llama = self._model._llama
-        prompt = list(admission.prompt)
-        if len(prompt) >= llama.n_ctx():
-            raise ValueError(f"the prompt ({len(prompt)} tokens) does not fit the context of {llama.n_ctx()}")
-        # Keep the KV of the prefix this prompt shares with the last one; compute at least one token.
-        held = llama.input_ids[: llama.n_tokens].tolist()
-        reused = 0
-        for mine, theirs in zip(prompt[:-1], held, strict=False):
-            if mine != theirs:
-                break
-            reused += 1
-        llama.n_tokens = reused
-        self._member = _Member(
-            key=admission.key,
-            prompt=prompt,
-            pending=reused,
-            params=admission.params,
-            should_stop=admission.should_stop,
-            sampler=self._sampler(admission.params, prompt),
-            constraint=admission.constraint,
-            decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
-        )
-        return reused
-
-    def _sampler(self, params: SamplingParams, prompt: list[int]) -> Any:
-        from llama_cpp._internals import LlamaSampler
-
-        model = self._model
-        sampler = LlamaSampler()  # type: ignore[no-untyped-call]
-        window = params.repeat_last_n if params.repeat_last_n >= 0 else model.info.context_length
-        penalised = (
-            params.repeat_penalty != 1.0 or params.frequency_penalty != 0.0 or params.presence_penalty != 0.0
-        )
-        if window > 0 and penalised:
-            sampler.add_penalties(
-                model.n_vocab,
-                window,
-                params.repeat_penalty,
-                params.frequency_penalty,
-                params.presence_penalty,
-            )
-        if params.temperature <= 0:
-            sampler.add_greedy()  # type: ignore[no-untyped-call]
-        else:
-            if params.top_k > 0:
-                sampler.add_top_k(params.top_k)
-            if params.top_p < 1.0:
-                sampler.add_top_p(params.top_p, 1)
-            if params.min_p > 0.0:
-                sampler.add_min_p(params.min_p, 1)
-            sampler.add_temp(params.temperature)
-            sampler.add_dist(_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF)
-        if window > 0 and penalised:
-            for token in prompt[-window:]:  # the prompt counts towards repetition, as in llama.cpp
-                sampler.accept(token)
-        return sampler
-
-    def remove(self, key: int) -> None:
-        member = self._member
-        if member is not None and member.key == key:
-            member.sampler.close()
-            self._member = None
-
-    def step(self) -> list[tuple[int, StepResult]]:
-        member = self._member
-        if member is None:
-            return []
-        try:
-            return self._advance(member)
-        except Exception as error:  # this sequence's failure (e.g. a decode error) is its own
-            return [(member.key, error)]
-
-    def _advance(self, member: _Member) -> list[tuple[int, StepResult]]:
-        llama = self._model._llama
-        if member.pending < len(member.prompt):
-            if member.pending and member.should_stop():
-                raise GenerationCancelled
-            end = min(len(member.prompt), member.pending + max(1, member.params.prefill_chunk))
-            llama.eval(member.prompt[member.pending : end])
-            member.pending = end
-            if end < len(member.prompt):
-                return []  # more prompt to read, in the next step
-        elif member.last is not None:
-            if llama.n_tokens >= llama.n_ctx():
-                raise RuntimeError(f"the context window of {llama.n_ctx()} tokens is full")
-            llama.eval([member.last])
-        return [(member.key, self._sample(member))]
-
-    def _sample(self, member: _Member) -> Step:
-        model = self._model
-        scored: TokenLogprob | None = None
-        raw = None
-        if member.constraint is not None or member.params.logprobs >= 0:  # else the C side alone
-            logits = model.logits()
-            if member.constraint is not None:
-                logits[~member.constraint.allowed()] = -np.inf
-            raw = logits.copy() if member.params.logprobs >= 0 else None
-        token = int(member.sampler.sample(model._llama._ctx, -1))
-        if member.constraint is not None:
-            member.constraint.consume([token])
-        if raw is not None:
-            scored = self._score(raw, token, member.params.logprobs)
-        member.last = token
-        if token in model.eog:
-            return Step(token, member.decoder.decode(b"", final=True), eos=True, logprob=scored)
-        piece = bytes(model._llama.detokenize([token]))
-        return Step(token, member.decoder.decode(piece), logprob=scored)
-
-    def _score(self, logits: Any, token: int, top: int) -> TokenLogprob:
-        shifted = logits - np.max(logits)
-        logprobs = shifted - np.log(np.sum(np.exp(shifted)))
-        best: tuple[tuple[str, float], ...] = ()
-        if top > 0:
-            ids = np.argsort(-logprobs)[:top]
-            best = tuple((self._text(int(i)), float(logprobs[i])) for i in ids)
-        return TokenLogprob(self._text(token), float(logprobs[token]), best)
-
-    def _text(self, token: int) -> str:
-        return bytes(self._model._llama.detokenize([token])).decode("utf-8", errors="replace")
-
-    def __len__(self) -> int:
-        return 0 if self._member is None else 1
-
-    def close(self) -> None:
-        if self._member is not None:
-            self.remove(self._member.key)
 
 
 @dataclass(frozen=True)
 class LlamaCppSettings:
-    """The context window a model loads with (capped by what the model was trained for) and the
-    CPU threads llama.cpp uses (``None``: llama-cpp-python's default, half the cores)."""
+    """The context window a model loads with (capped by what the model was trained for; each of
+    ``parallel`` sequences has one), and the CPU threads llama.cpp uses (``None``:
+    llama-cpp-python's default, half the cores). With ``prefix_cache`` off, every request computes
+    its whole prompt."""
 
     context_length: int = 4096
     threads: int | None = None
+    parallel: int = 1
+    prefix_cache: bool = True
 
 
 class LlamaCppBackend:
@@ -374,7 +240,8 @@ class LlamaCppBackend:
         if file is None:
             raise ModelLoadError(f"{path} holds no GGUF file")
         try:
-            return LlamaCppModel(file, self.settings.context_length, self.settings.threads)
+            settings = self.settings
+            return LlamaCppModel(file, settings)
         except ModelLoadError:
             raise
         except (OSError, GGUFError) as error:

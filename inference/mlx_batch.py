@@ -29,13 +29,11 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from inference.backend import SamplingParams, Step, TokenLogprob
-from inference.batch import Admission, StepResult
+from inference.batch import Admission, StepResult, interleaved_chunk
 from inference.mlx_solo import HandOver, SoloSequence, take_back
 
 # Generous enough never to end a sequence: the engine applies num_predict and the context window.
 _NO_LIMIT = 1 << 30
-# The least prompt tokens a step takes while others decode, so a long prompt always moves on.
-_MIN_CHUNK = 4
 
 
 class PrefixCache:
@@ -230,18 +228,17 @@ class MlxBatch:
         self._run_alone(key, member, take_back(cache, list(tokens), member.sampler))
 
     def _interleaved_chunk(self) -> int:
-        """Prompt tokens to prefill beside a decode step: as many as one decode step costs.
-
-        Measured from mlx-lm's own counters (prefill seconds per token, decode seconds per step),
-        so a step with prefill takes about twice a plain one on any machine: Metal, where prefill
-        is cheap, takes large chunks; the CPU, where it is not, takes small ones.
-        """
+        """Prompt tokens to prefill beside a decode step, measured from mlx-lm's own counters."""
         counters = getattr(self._generator, "_counters", None)
-        if counters is None or counters.prompt_tokens < 64 or counters.generation_steps < 8:
+        if counters is None:
             return self._interleave_chunk
-        per_token = counters.prompt_time / counters.prompt_tokens
-        per_step = counters.decode_time / counters.generation_steps
-        return max(_MIN_CHUNK, int(per_step / max(per_token, 1e-9)))
+        return interleaved_chunk(
+            counters.prompt_time,
+            counters.prompt_tokens,
+            counters.decode_time,
+            counters.generation_steps,
+            default=self._interleave_chunk,
+        )
 
     def _token(self, key: int, token: int, logprobs: Any) -> Step:
         member = self._members[key]

@@ -1,4 +1,6 @@
-"""Continuous batching and the prefix cache on real MLX: what a batch must never change.
+"""Continuous batching and the prefix cache on real models: what a batch must never change.
+
+The tests marked ``both_backends`` run on MLX and on llama.cpp (the same models as GGUF).
 
 A request's output is the same alone or in a batch (greedy, and seeded sampling too); requests join
 a running batch, finish at different lengths or disconnect without disturbing the others; a chat's
@@ -70,6 +72,7 @@ def batched(settings: Settings) -> Settings:
     return settings
 
 
+@pytest.mark.both_backends
 async def test_concurrent_greedy_requests_match_each_alone(batched: Settings) -> None:
     requests = [body(p, n) for p, n in zip(PROMPTS, LENGTHS, strict=True)]
     requests[1]["options"]["repeat_penalty"] = 1.3  # a processor that reads the whole history
@@ -77,9 +80,10 @@ async def test_concurrent_greedy_requests_match_each_alone(batched: Settings) ->
     async with running_server(batched) as server:
         single = await alone(server, requests)
         engine = server.services.engine
+        # (A report reaches the history just after its reply: wait for all of them.)
+        await wait_until(lambda: len(engine.history) >= len(requests))
         before = len(engine.history)
         batch = await together(server, requests)
-        # (A report reaches the history just after its reply: wait for all of them.)
         await wait_until(lambda: len(engine.history) - before >= len(requests))
         reports = list(engine.history)[before:]
     assert batch == single
@@ -87,6 +91,7 @@ async def test_concurrent_greedy_requests_match_each_alone(batched: Settings) ->
     assert sorted(r.generated_tokens for r in reports) == sorted(LENGTHS)
 
 
+@pytest.mark.both_backends
 async def test_seeded_sampling_is_the_same_alone_and_in_a_batch(batched: Settings) -> None:
     seeded = body(PROMPTS[1], 16, temperature=0.9, seed=7)
     others = [body(p, 16, temperature=0.9) for p in PROMPTS[2:]]
@@ -115,11 +120,13 @@ def text(lines: list[dict[str, Any]]) -> str:
     return "".join(line.get("message", {}).get("content", "") for line in lines)
 
 
+@pytest.mark.both_backends
 async def test_requests_join_a_running_batch_and_a_disconnect_disturbs_no_one(batched: Settings) -> None:
     first, joiner, leaver = body(PROMPTS[3], 40), body(PROMPTS[1], 12), body(PROMPTS[0], 200)
     async with running_server(batched) as server:
         expected_first, expected_joiner = await alone(server, [first, joiner])
         engine = server.services.engine
+        await wait_until(lambda: len(engine.history) >= 2)
         before = len(engine.history)
         streams: list[list[dict[str, Any]]] = [[], [], []]
         async with trio.open_nursery() as nursery:
@@ -146,6 +153,7 @@ async def test_a_lone_sequence_moves_into_the_batch_and_out_again_unchanged(batc
     async with running_server(batched) as server:
         engine = server.services.engine
         (expected,) = await alone(server, [seeded])
+        await wait_until(lambda: len(engine.history) >= 1)
         before = len(engine.history)
         lines: list[dict[str, Any]] = []
         async with trio.open_nursery() as nursery:
@@ -207,6 +215,7 @@ def test_moves_between_running_alone_and_in_the_batch_change_no_token(
         model.close()
 
 
+@pytest.mark.both_backends
 async def test_streams_keep_flowing_while_another_client_prefills_a_long_prompt(batched: Settings) -> None:
     """Prefill is interleaved with decoding: tokens reach the streaming client during it."""
     long_prompt = " ".join(f"word{i}" for i in range(700))
@@ -224,6 +233,7 @@ async def test_streams_keep_flowing_while_another_client_prefills_a_long_prompt(
     assert during >= 3, f"only {during} tokens streamed while the long prompt was read"
 
 
+@pytest.mark.both_backends
 async def test_next_chat_turn_reuses_the_cached_prefix(settings: Settings) -> None:
     settings.num_parallel = 4
     settings.metrics = True
@@ -314,6 +324,7 @@ async def test_queue_beyond_the_batch_is_fifo(batched: Settings) -> None:
     assert set(order[:2]) == {0, 1}, "the first two were served first"
 
 
+@pytest.mark.both_backends
 async def test_each_sequence_keeps_its_own_grammar_inside_a_batch(batched: Settings) -> None:
     """Different schemas (and none) decoding in one batch: each reply follows its own."""
     from tests.test_structured import SCHEMAS
