@@ -15,9 +15,15 @@ Raw ``mlx_lm.stream_generate`` in this process gives the single-stream ceiling. 
 
     python -m benchmarks.batching                  # the ~50M-parameter random model
     python -m benchmarks.batching --model DIR      # any MLX model directory
+    python -m benchmarks.batching --backend llamacpp [--model FILE.gguf]
 
 trillm runs with ``TRILLM_NUM_PARALLEL`` = the number of streams (8), mlx_lm.server with its
 defaults (it batches up to 32 sequences).
+
+With ``--backend llamacpp`` the model is the same ~50M model written as GGUF (or any GGUF file), and
+the peer is trillm on llama.cpp with ``TRILLM_NUM_PARALLEL=1``: one request at a time, which is
+Ollama's default (``OLLAMA_NUM_PARALLEL=1``) and how llama-cpp-python's own server runs a model.
+Raw ``Llama.generate`` is then the single-stream ceiling.
 """
 
 from __future__ import annotations
@@ -164,6 +170,29 @@ def mlx_lm_server(path: Path) -> Iterator[str]:
         proc.wait(10)
 
 
+@contextmanager
+def one_at_a_time(path: Path) -> Iterator[str]:
+    """trillm serving ``path`` on llama.cpp with one sequence at a time."""
+    with serving(path, {"TRILLM_NUM_PARALLEL": "1", "TRILLM_BACKEND": "llamacpp"}) as (_, url):
+        yield url
+
+
+def raw_llamacpp_tps(path: Path, tokens: int) -> float:
+    from llama_cpp import Llama
+
+    from benchmarks.llamacpp import llama_raw_run
+
+    llama = Llama(model_path=str(path), n_ctx=2048, n_batch=512, verbose=False)
+    try:
+        rates = []
+        for _ in range(2):
+            arrivals = llama_raw_run(llama, tokens)
+            rates.append((len(arrivals) - 1) / (arrivals[-1] - arrivals[0]))
+        return max(rates)
+    finally:
+        llama.close()
+
+
 def raw_tps(path: Path, tokens: int) -> float:
     import mlx_lm
     from mlx_lm.sample_utils import make_sampler
@@ -184,16 +213,35 @@ def raw_tps(path: Path, tokens: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="an MLX model directory (default: ~50M random model)")
+    parser.add_argument("--backend", choices=["mlx", "llamacpp"], default="mlx")
+    parser.add_argument(
+        "--model", type=Path, help="an MLX model directory or a GGUF file (default: ~50M random model)"
+    )
     parser.add_argument("--tokens", type=int, default=32, help="tokens per streamed answer")
     parser.add_argument("--streams", type=int, default=8)
     args = parser.parse_args()
-    path = args.model or build("50M")
-    raw = raw_tps(path, 2 * args.tokens)
-    with serving(path, {"TRILLM_NUM_PARALLEL": str(args.streams)}) as (_, url):
+    env = {"TRILLM_NUM_PARALLEL": str(args.streams)}
+    if args.backend == "llamacpp":
+        from benchmarks.llamacpp import gguf_of
+
+        path = args.model or gguf_of("50M")
+        raw, raw_label, peer_label = (
+            raw_llamacpp_tps(path, 2 * args.tokens),
+            "Llama.generate",
+            "one at a time",
+        )
+        env["TRILLM_BACKEND"] = "llamacpp"
+    else:
+        path = args.model or build("50M")
+        raw, raw_label, peer_label = raw_tps(path, 2 * args.tokens), "mlx_lm.stream_generate", "mlx_lm.server"
+    with serving(path, env) as (_, url):
         ours = trio.run(workloads, url, "bench", args.tokens, args.streams)
-    with mlx_lm_server(path) as url:
-        peer = trio.run(workloads, url, str(path), args.tokens, args.streams)
+    if args.backend == "llamacpp":
+        with one_at_a_time(path) as url:
+            peer = trio.run(workloads, url, "bench", args.tokens, args.streams)
+    else:
+        with mlx_lm_server(path) as url:
+            peer = trio.run(workloads, url, str(path), args.tokens, args.streams)
     rows = [
         ("1 stream tok/s", "single_tps"),
         (f"{args.streams} streams aggregate tok/s", "aggregate_tps"),
@@ -207,20 +255,20 @@ def main() -> None:
         ("long prompt: its own answer ms", "long_total_ms"),
     ]
     print(f"model: {path}")
-    print(f"{'workload':36} {'trillm':>10} {'mlx_lm.server':>14} {'ratio':>7}")
+    print(f"{'workload':36} {'trillm':>10} {peer_label:>14} {'ratio':>7}")
     for label, key in rows:
         ratio = ours[key] / peer[key] if peer[key] else float("nan")
         print(f"{label:36} {ours[key]:10.1f} {peer[key]:14.1f} {ratio:7.2f}")
     print()
-    print(f"raw mlx_lm.stream_generate, 1 stream: {raw:.1f} tok/s")
+    print(f"raw {raw_label}, 1 stream: {raw:.1f} tok/s")
     print(f"trillm / raw, 1 stream:                  {ours['single_tps'] / raw:.3f}")
     print(
         f"trillm {args.streams} streams / trillm 1 stream:     {ours['aggregate_tps'] / ours['single_tps']:.2f}"
     )
     print(f"trillm turn 4 TTFT / turn 1 TTFT:        {ours['turn4_ttft_ms'] / ours['turn1_ttft_ms']:.2f}")
-    print(f"mlx_lm.server turn 4 / turn 1:           {peer['turn4_ttft_ms'] / peer['turn1_ttft_ms']:.2f}")
+    print(f"{peer_label} turn 4 / turn 1:           {peer['turn4_ttft_ms'] / peer['turn1_ttft_ms']:.2f}")
     print(f"trillm stream gap p99 / p50, long prompt: {ours['gap_p99_ms'] / ours['gap_p50_ms']:.2f}")
-    print(f"mlx_lm.server gap p99 / p50:              {peer['gap_p99_ms'] / peer['gap_p50_ms']:.2f}")
+    print(f"{peer_label} gap p99 / p50:              {peer['gap_p99_ms'] / peer['gap_p50_ms']:.2f}")
 
 
 if __name__ == "__main__":

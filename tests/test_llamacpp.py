@@ -1,4 +1,4 @@
-"""Where GGUF models come from and what happens without llama.cpp.
+"""Where GGUF models come from, what happens without llama.cpp, and how its batch shares prompts.
 
 The API behaviours (streaming, options, cancellation, structured output, tools, thinking) are
 proved against llama.cpp by the ``both_backends`` modules; here: a GGUF pulled from a Hub repo by
@@ -18,7 +18,9 @@ import ollama
 import pytest
 
 from app.config import Settings
-from inference.llamacpp_backend import LlamaCppBackend
+from inference.backend import SamplingParams
+from inference.batch import Admission
+from inference.llamacpp_backend import LlamaCppBackend, LlamaCppSettings
 from tests.conftest import Server, running_server
 from tests.fake_hub import FakeHub, HubRepo, running_hub
 
@@ -208,3 +210,39 @@ async def test_a_corrupt_gguf_is_a_clear_load_error(settings: Settings, gguf_fil
         assert response.status_code == 500 and "cut.gguf" in response.json()["error"]
         fine = await http.post("/api/chat", json={"model": "fake", "messages": HELLO, "stream": False})
         assert fine.status_code == 200
+
+
+def test_concurrent_prompts_with_one_system_prompt_compute_it_once(gguf_files: dict[str, Path]) -> None:
+    """Two requests arrive together with one long system prompt: the first computes it, the second
+    waits one step and shares those KV cells, and both answer exactly as each does alone."""
+    model = LlamaCppBackend(LlamaCppSettings(2048, None, parallel=4)).load(gguf_files["random"])
+    system = {"role": "system", "content": "You are a careful assistant who answers briefly. " * 6}
+    prompts = [
+        model.tokenize(model.render_chat([system, {"role": "user", "content": question}]))
+        for question in ("Say hello", "What is two and two?")
+    ]
+    greedy = SamplingParams(temperature=0)
+
+    def decode(prompts: list[list[int]], tokens: int = 8) -> tuple[list[list[int]], int, int]:
+        batch = model.open_batch()  # a fresh batch: an empty cache
+        out: list[list[int]] = [[] for _ in prompts]
+        for key, prompt in enumerate(prompts):
+            assert batch.add(Admission(key, prompt, greedy, lambda: False)) == 0
+        while any(len(o) < tokens for o in out):
+            for key, step in batch.step():
+                assert not isinstance(step, BaseException) and step is not None
+                out[key].append(step.token)
+                if len(out[key]) == tokens:
+                    batch.remove(key)
+        return out, batch.prompt_tokens_computed, batch.shared_tokens
+
+    try:
+        alone = [decode([prompt])[0][0] for prompt in prompts]
+        together, computed, shared = decode(prompts)
+    finally:
+        model.close()
+    common = next(i for i, (a, b) in enumerate(zip(*prompts, strict=False)) if a != b)
+    assert common >= 32, "the system prompt is long enough to be worth sharing"
+    assert together == alone
+    assert shared == common
+    assert computed == sum(map(len, prompts)) - common
