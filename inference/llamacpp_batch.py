@@ -117,7 +117,10 @@ class LlamaCppBatch:
         usable = prompt[:-1] if self._model.reuse_prefixes else []
         slot = max(free, key=lambda s: (_shared(usable, s.tokens), -s.last_used))
         reused = _shared(usable, slot.tokens)
-        self._context.kv_cache_seq_rm(slot.seq, reused, -1)
+        if not self._context.kv_cache_seq_rm(slot.seq, reused, -1):
+            # Some caches (recurrent, sliding-window) cannot drop a tail: start the slot afresh.
+            self._context.kv_cache_seq_rm(slot.seq, 0, -1)
+            reused = 0
         slot.tokens = prompt[:reused]
         donor = max(self._slots, key=lambda s: _shared(usable, s.tokens))
         reused = self._share(donor, slot, usable, reused)
