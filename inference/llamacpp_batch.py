@@ -115,14 +115,16 @@ class LlamaCppBatch:
             raise RuntimeError("every sequence slot of this llama.cpp context is busy")
         # At least one prompt token is computed, for the first token's logits.
         usable = prompt[:-1] if self._model.reuse_prefixes else []
-        slot = max(free, key=lambda s: (_shared(usable, s.tokens), -s.last_used))
-        reused = _shared(usable, slot.tokens)
+        shares = [_shared(usable, s.tokens) for s in self._slots]  # indexed by sequence id
+        slot = max(free, key=lambda s: (shares[s.seq], -s.last_used))
+        reused = shares[slot.seq]
         if not self._context.kv_cache_seq_rm(slot.seq, reused, -1):
             # Some caches (recurrent, sliding-window) cannot drop a tail: start the slot afresh.
             self._context.kv_cache_seq_rm(slot.seq, 0, -1)
             reused = 0
         slot.tokens = prompt[:reused]
-        donor = max(self._slots, key=lambda s: _shared(usable, s.tokens))
+        others = [s for s in self._slots if s is not slot]
+        donor = max(others, key=lambda s: shares[s.seq], default=slot)
         reused = self._share(donor, slot, usable, reused)
         member = _Member(
             key=admission.key,
