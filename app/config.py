@@ -71,6 +71,7 @@ class Settings:
     backend: str | None = None  # "mlx" or "llamacpp": preferred where both could serve a model
     ollama_models: Path | None = None  # an Ollama store whose models are served read-only
     num_thread: int | None = None  # llama.cpp CPU threads (None: half the cores)
+    mlx_openblas: bool = True  # Linux: MLX's float32 matrix products on NumPy's OpenBLAS
 
     def exposed(self) -> bool:
         """Whether the bind address is reachable from other machines."""
@@ -138,4 +139,6 @@ class Settings:
             settings.ollama_models = Path.home() / ".ollama" / "models"
         if threads := os.environ.get("TRILLM_NUM_THREAD"):
             settings.num_thread = max(1, int(threads))
+        if os.environ.get("TRILLM_MLX_OPENBLAS", "").strip().lower() in ("0", "false", "no", "off"):
+            settings.mlx_openblas = False
         return settings

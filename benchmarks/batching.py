@@ -16,6 +16,11 @@ Raw ``mlx_lm.stream_generate`` in this process gives the single-stream ceiling. 
     python -m benchmarks.batching                  # the ~50M-parameter random model
     python -m benchmarks.batching --model DIR      # any MLX model directory
     python -m benchmarks.batching --backend llamacpp [--model FILE.gguf]
+    python -m benchmarks.batching --blas reference  # MLX's bundled BLAS, on every side
+
+MLX's float32 matrix products run on the same BLAS on every side (``--blas``): NumPy's OpenBLAS
+by default, as ``trillm serve`` does on Linux (mlx_lm.server gets it through ``LD_PRELOAD``), so
+the ratios compare the servers and not their BLAS.
 
 trillm runs with ``TRILLM_NUM_PARALLEL`` = the number of streams (8), mlx_lm.server with its
 defaults (it batches up to 32 sequences).
@@ -41,7 +46,16 @@ from pathlib import Path
 import httpx
 import trio
 
-from benchmarks.overhead import build, free_port, percentile, serving, wait_for
+from benchmarks.overhead import (
+    add_blas_option,
+    apply_blas,
+    build,
+    free_port,
+    peer_env,
+    percentile,
+    serving,
+    wait_for,
+)
 from inference.mlx_backend import release_mlx_streams
 
 PROMPTS = [
@@ -160,7 +174,7 @@ def mlx_lm_server(path: Path) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "mlx_lm.server", "--model", str(path), "--port", str(port)]
     command += ["--log-level", "WARNING"]
-    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=peer_env())
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(proc, f"{url}/v1/models")
@@ -219,8 +233,9 @@ def main() -> None:
     )
     parser.add_argument("--tokens", type=int, default=32, help="tokens per streamed answer")
     parser.add_argument("--streams", type=int, default=8)
+    add_blas_option(parser)
     args = parser.parse_args()
-    env = {"TRILLM_NUM_PARALLEL": str(args.streams)}
+    env = {"TRILLM_NUM_PARALLEL": str(args.streams)} | apply_blas(args.blas)
     if args.backend == "llamacpp":
         from benchmarks.llamacpp import gguf_of
 

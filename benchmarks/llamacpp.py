@@ -23,7 +23,17 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.overhead import CACHE, PRESETS, PROMPT, build, compare, measure, serving
+from benchmarks.overhead import (
+    CACHE,
+    PRESETS,
+    PROMPT,
+    add_blas_option,
+    apply_blas,
+    build,
+    compare,
+    measure,
+    serving,
+)
 from inference.mlx_backend import release_mlx_streams
 
 
@@ -76,7 +86,9 @@ def main() -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), action="append", help="default: all")
     parser.add_argument("--tokens", type=int, default=0, help="tokens per run (default: by model)")
     parser.add_argument("--rounds", type=int, default=5)
+    add_blas_option(parser)
     args = parser.parse_args()
+    blas_env = apply_blas(args.blas)
     print(
         f"{'model':6} {'backend':10} {'raw tok/s':>10} {'trillm tok/s':>13} {'ratio':>7} {'(mean)':>7}"
         f" {'raw TTFT':>10} {'trillm TTFT':>12}"
@@ -85,7 +97,7 @@ def main() -> None:
         tokens = args.tokens or (400 if preset == "tiny" else 64)
         sides = {
             "llama.cpp": llamacpp_side(gguf_of(preset), tokens, args.rounds),
-            "mlx": compare(build(preset), tokens, args.rounds),
+            "mlx": compare(build(preset), tokens, args.rounds, blas_env),
         }
         for backend, result in sides.items():
             print(

@@ -5,6 +5,7 @@ Both run in one invocation on the same model directory, prompt and greedy settin
 
     python -m benchmarks.overhead                 # tiny (64-wide) and ~50M-parameter random models
     python -m benchmarks.overhead --model DIR     # any MLX model directory
+    python -m benchmarks.overhead --blas reference  # MLX's bundled reference BLAS on both sides
 
 The random models are built with the tests' tiny-model builder and cached under
 ``~/.cache/trillm-bench``; the seed is one whose greedy output is visible text, so the server
@@ -37,6 +38,7 @@ from typing import Any
 
 import httpx
 
+from inference import mlx_blas
 from inference.mlx_backend import release_mlx_streams
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
@@ -132,6 +134,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def add_blas_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--blas",
+        choices=["openblas", "reference"],
+        default="openblas",
+        help="what MLX's float32 matrix products run on, alike on every side (default: openblas, as "
+        "trillm serve does on Linux; reference: MLX's bundled netlib BLAS)",
+    )
+
+
+def apply_blas(kind: str) -> dict[str, str]:
+    """Put this process on ``kind`` of BLAS (before it imports MLX) and return what a trillm
+    server's environment needs to match; an MLX peer gets :func:`peer_env`."""
+    if kind == "reference":
+        return {"TRILLM_MLX_OPENBLAS": "0"}
+    print(f"MLX matrix products: {mlx_blas.install().describe()}")
+    return {}
+
+
+def peer_env() -> dict[str, str]:
+    """The environment for a peer server running MLX: the same BLAS as this process."""
+    return mlx_blas.preload_env()
+
+
 def start_server(store: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = os.environ | (env or {}) | {"TRILLM_HOST": f"127.0.0.1:{port}", "TRILLM_MODELS": str(store)}
@@ -197,14 +223,14 @@ def measure(
     return result
 
 
-def compare(path: Path, tokens: int, rounds: int) -> dict[str, float]:
+def compare(path: Path, tokens: int, rounds: int, blas_env: dict[str, str]) -> dict[str, float]:
     """trillm on MLX against ``mlx_lm.stream_generate`` for the model directory ``path``."""
     import mlx_lm
 
     model, tokenizer = mlx_lm.load(str(path))[:2]
     # The prefix cache off: every run prefills the same prompt as raw mlx-lm does, so the N / 2N
     # difference isolates decoding (with it on, each request finds the previous one's tokens).
-    env = {"TRILLM_BACKEND": "mlx", "TRILLM_PREFIX_CACHE": "0"}
+    env = {"TRILLM_BACKEND": "mlx", "TRILLM_PREFIX_CACHE": "0"} | blas_env
     # One connection, as real clients keep.
     with serving(path, env) as (_, url), httpx.Client(base_url=url, timeout=None) as client:
         return measure(lambda n: raw_run(model, tokenizer, n), client, tokens, rounds)
@@ -215,7 +241,9 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="an MLX model directory (default: the presets)")
     parser.add_argument("--tokens", type=int, default=0, help="tokens per run (default: by model)")
     parser.add_argument("--rounds", type=int, default=5)
+    add_blas_option(parser)
     args = parser.parse_args()
+    blas_env = apply_blas(args.blas)
     targets = {"model": args.model} if args.model else {p: build(p) for p in PRESETS}
     print(
         f"{'model':8} {'raw tok/s':>10} {'trillm tok/s':>13} {'ratio':>7} {'(mean)':>7}"
@@ -223,7 +251,7 @@ def main() -> None:
     )
     for label, path in targets.items():
         tokens = args.tokens or (400 if label == "tiny" else 64)
-        result = compare(path, tokens, args.rounds)
+        result = compare(path, tokens, args.rounds, blas_env)
         print(
             f"{label:8} {result['raw_tps']:10.1f} {result['server_tps']:13.1f} {result['ratio']:7.3f}"
             f" {result['ratio_mean']:7.3f}"

@@ -26,11 +26,17 @@ from quart_trio import QuartTrio
 from app.config import Settings
 from app.server import create_app, default_backends, serve
 from app.services import Services
+from inference import mlx_blas
 from inference.fake import FakeBackend
 from inference.mlx_backend import release_mlx_streams
 from tests import tiny_gguf, tiny_model
 
 REAL_MODELS = ("tiny", "random", "jsonrandom", "agent")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Route MLX's matrix products to OpenBLAS as ``trillm serve`` does, before MLX is imported."""
+    mlx_blas.install()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

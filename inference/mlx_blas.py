@@ -1,0 +1,152 @@
+"""Fast matrix products for MLX on Linux CPUs: NumPy's OpenBLAS in place of reference BLAS.
+
+MLX's Linux wheel (``mlx[cpu]``) computes float32 matrix products with ``cblas_sgemm`` from the
+netlib reference BLAS it bundles: a plain loop at about 2.5 GFLOP/s, whatever the batch. NumPy,
+which mlx-lm already depends on, bundles OpenBLAS, 30 to 80 times faster on the same products, but
+under renamed symbols (``scipy_cblas_sgemm64_``: prefixed, 64-bit integers) so that it cannot
+clash with other BLAS libraries.
+
+:func:`install` bridges the two. It compiles, once per NumPy build, a 20-line shared library
+that defines ``cblas_sgemm`` and forwards every call to NumPy's OpenBLAS, and loads it into the
+process's global symbol scope before MLX is first imported. The dynamic linker searches that
+scope before MLX's own dependencies, so MLX's matrix products run on OpenBLAS; nothing of MLX
+or NumPy is modified. It needs a C compiler (``cc``, or ``$CC``) the first time; the library is
+cached under ``~/.cache/trillm/mlx-blas``. When anything is missing, MLX keeps its reference
+BLAS and :func:`install` says why.
+
+Only the process that calls :func:`install` before importing MLX gains; :func:`preload_env`
+gives a child process (a benchmark's peer server) the same library through ``LD_PRELOAD``.
+Elsewhere than Linux (macOS uses Accelerate and Metal) it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+# The OpenBLAS entry points a NumPy wheel may carry, with whether their integers are 64-bit.
+_CANDIDATES = (("scipy_cblas_sgemm64_", True), ("cblas_sgemm64_", True), ("scipy_cblas_sgemm", False))
+
+_SOURCE = """\
+#include <stdint.h>
+typedef {int_type} blas_int;
+extern void {symbol}(int, int, int, blas_int, blas_int, blas_int, float, const float *, blas_int,
+                     const float *, blas_int, float, float *, blas_int);
+static unsigned long calls;
+unsigned long trillm_sgemm_calls(void) {{ return __atomic_load_n(&calls, __ATOMIC_RELAXED); }}
+void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {{
+  __atomic_fetch_add(&calls, 1, __ATOMIC_RELAXED);
+  {symbol}(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}}
+"""
+
+
+@dataclass(frozen=True)
+class BlasChoice:
+    """What MLX's matrix products run on in this process, and the shim that routes them."""
+
+    library: str  # "OpenBLAS (...)" or "reference BLAS"
+    reason: str = ""  # why the reference BLAS stayed, when it did
+    shim: Path | None = None
+
+    @property
+    def fast(self) -> bool:
+        return self.shim is not None
+
+    def describe(self) -> str:
+        return self.library if self.fast else f"{self.library} ({self.reason})"
+
+
+_installed: BlasChoice | None = None
+_handle: ctypes.CDLL | None = None
+
+
+def install(enabled: bool = True) -> BlasChoice:
+    """Route MLX's ``cblas_sgemm`` to NumPy's OpenBLAS in this process, once; see the module doc."""
+    global _installed, _handle
+    if _installed is not None:
+        return _installed
+    if not enabled:
+        return _remember(BlasChoice("reference BLAS", "turned off with TRILLM_MLX_OPENBLAS=0"))
+    if not sys.platform.startswith("linux"):
+        return _remember(BlasChoice("MLX's own BLAS", "only Linux needs the OpenBLAS shim"))
+    if "mlx.core" in sys.modules:
+        return _remember(BlasChoice("reference BLAS", "MLX was imported before the OpenBLAS shim"))
+    try:
+        shim, library = build_shim()
+        _handle = ctypes.CDLL(str(shim), mode=os.RTLD_GLOBAL)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        return _remember(BlasChoice("reference BLAS", str(error)))
+    return _remember(BlasChoice(f"OpenBLAS ({library.name}, NumPy's)", shim=shim))
+
+
+def _remember(choice: BlasChoice) -> BlasChoice:
+    global _installed
+    _installed = choice
+    return choice
+
+
+def sgemm_calls() -> int | None:
+    """How many float32 matrix products went through the shim so far (None: not installed)."""
+    if _handle is None:
+        return None
+    counter = _handle.trillm_sgemm_calls
+    counter.restype = ctypes.c_ulong
+    return int(counter())
+
+
+def preload_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) plus ``LD_PRELOAD`` of the shim, for a child process
+    that runs MLX; unchanged when there is no shim."""
+    result = dict(os.environ if env is None else env)
+    choice = _installed
+    if choice is not None and choice.shim is not None:
+        result["LD_PRELOAD"] = " ".join(filter(None, [str(choice.shim), result.get("LD_PRELOAD", "")]))
+    return result
+
+
+def numpy_openblas() -> tuple[Path, str, bool]:
+    """NumPy's bundled OpenBLAS: the library, its ``sgemm`` symbol, and whether it is ILP64."""
+    import numpy
+
+    libs = Path(numpy.__file__).resolve().parent.parent / "numpy.libs"
+    for library in sorted(libs.glob("lib*openblas*.so*")):
+        loaded = ctypes.CDLL(str(library))
+        for symbol, ilp64 in _CANDIDATES:
+            if hasattr(loaded, symbol):
+                return library, symbol, ilp64
+    raise RuntimeError(f"no OpenBLAS with a known sgemm entry point in {libs}")
+
+
+def build_shim(cache: Path | None = None) -> tuple[Path, Path]:
+    """The shim for this NumPy's OpenBLAS, compiled on first use; returns (shim, OpenBLAS)."""
+    library, symbol, ilp64 = numpy_openblas()
+    source = _SOURCE.format(symbol=symbol, int_type="int64_t" if ilp64 else "int32_t")
+    key = hashlib.sha256(f"{library}\n{source}".encode()).hexdigest()[:16]
+    root = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trillm" / "mlx-blas"
+    shim = root / f"sgemm-{key}.so"
+    if shim.exists():
+        return shim, library
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        raise RuntimeError("no C compiler (cc) to build the OpenBLAS shim")
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as work:
+        c_file = Path(work) / "shim.c"
+        c_file.write_text(source)
+        built = Path(work) / shim.name
+        command = [compiler, "-O2", "-shared", "-fPIC", str(c_file), "-o", str(built)]
+        command += [f"-L{library.parent}", f"-l:{library.name}", f"-Wl,-rpath,{library.parent}"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"building the OpenBLAS shim failed: {done.stderr.strip()[:300]}")
+        built.replace(shim)  # atomic: a concurrent build never leaves half a library behind
+    return shim, library
