@@ -47,6 +47,7 @@ import httpx
 import trio
 
 from benchmarks.overhead import (
+    CHAT_PROMPTS,
     add_blas_option,
     apply_blas,
     build,
@@ -58,16 +59,7 @@ from benchmarks.overhead import (
 )
 from inference.mlx_backend import release_mlx_streams
 
-PROMPTS = [
-    "Tell me about the sea.",
-    "Write a short poem about a robot learning to paint.",
-    "What is the capital of France?",
-    "List three colours and one animal for each of them, please.",
-    "Why is the sky blue during the day and red at sunset?",
-    "Explain how a bicycle stays upright when it moves.",
-    "Describe a quiet morning in a small mountain village.",
-    "Give me a recipe for a simple tomato soup.",
-]
+PROMPTS = CHAT_PROMPTS
 FOLLOW_UPS = ["Go on.", "Say more about that.", "And then what happened?", "Summarise it."]
 
 

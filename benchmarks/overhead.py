@@ -42,6 +42,16 @@ from inference import mlx_blas
 from inference.mlx_backend import release_mlx_streams
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
+CHAT_PROMPTS = [  # the batching benchmark's clients
+    "Tell me about the sea.",
+    "Write a short poem about a robot learning to paint.",
+    "What is the capital of France?",
+    "List three colours and one animal for each of them, please.",
+    "Why is the sky blue during the day and red at sunset?",
+    "Explain how a bicycle stays upright when it moves.",
+    "Describe a quiet morning in a small mountain village.",
+    "Give me a recipe for a simple tomato soup.",
+]
 CACHE = Path.home() / ".cache" / "trillm-bench"
 PRESETS = {"tiny": {"hidden_size": 64, "num_layers": 2}, "50M": {"hidden_size": 768, "num_layers": 10}}
 
@@ -61,8 +71,8 @@ def build(preset: str) -> Path:
 
 
 def _speaks(path: Path) -> bool:
-    """Whether the model's greedy continuations print text: of PROMPT, and of chat prompts like
-    the batching benchmark's (rendered with the chat template).
+    """Whether the model's greedy continuations print text: of PROMPT, and of the batching
+    benchmark's chat prompts (rendered with the chat template).
 
     A random model repeats one token; when that is a lone UTF-8 lead byte nothing is ever
     streamed, which would leave the server's per-token path out of the measurement.
@@ -71,10 +81,8 @@ def _speaks(path: Path) -> bool:
 
     model, tokenizer = mlx_lm.load(str(path))[:2]
     system = {"role": "system", "content": "You are a patient storyteller. " * 4}
-    chats = [
-        [{"role": "user", "content": "Tell me about the sea."}],
-        [system, {"role": "user", "content": "Write a short poem about a robot learning to paint."}],
-    ]
+    chats = [[{"role": "user", "content": p}] for p in CHAT_PROMPTS]
+    chats.append([system, {"role": "user", "content": CHAT_PROMPTS[1]}])
     prompts = [PROMPT] + [
         tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chats
     ]

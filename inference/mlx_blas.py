@@ -6,8 +6,9 @@ which mlx-lm already depends on, bundles OpenBLAS, 30 to 80 times faster on the 
 under renamed symbols (``scipy_cblas_sgemm64_``: prefixed, 64-bit integers) so that it cannot
 clash with other BLAS libraries.
 
-:func:`install` bridges the two. It compiles, once per NumPy build, a 20-line shared library
-that defines ``cblas_sgemm`` and forwards every call to NumPy's OpenBLAS, and loads it into the
+:func:`install` bridges the two. It compiles, once per NumPy build, a 30-line shared library
+that defines ``cblas_sgemm`` and forwards every call to NumPy's OpenBLAS (products of a few rows,
+a decode step's, as one ``sgemv`` per row), and loads it into the
 process's global symbol scope before MLX is first imported. The dynamic linker searches that
 scope before MLX's own dependencies, so MLX's matrix products run on OpenBLAS; nothing of MLX
 or NumPy is modified. It needs a C compiler (``cc``, or ``$CC``) the first time; the library is
@@ -32,19 +33,42 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # The OpenBLAS entry points a NumPy wheel may carry, with whether their integers are 64-bit.
+# Products with at most this many rows go row by row through sgemv: OpenBLAS's sgemm packs the
+# whole right-hand matrix first, which costs 5-6 matrix-vector products on this machine.
+GEMV_ROWS = 4
+
 _CANDIDATES = (("scipy_cblas_sgemm64_", True), ("cblas_sgemm64_", True), ("scipy_cblas_sgemm", False))
 
 _SOURCE = """\
 #include <stdint.h>
+#include <string.h>
 typedef {int_type} blas_int;
-extern void {symbol}(int, int, int, blas_int, blas_int, blas_int, float, const float *, blas_int,
-                     const float *, blas_int, float, float *, blas_int);
+enum {{ ROW_MAJOR = 101, NO_TRANS = 111 }};
+extern void {gemm}(int, int, int, blas_int, blas_int, blas_int, float, const float *, blas_int,
+                   const float *, blas_int, float, float *, blas_int);
+extern void {gemv}(int, int, blas_int, blas_int, float, const float *, blas_int, const float *,
+                   blas_int, float, float *, blas_int);
 static unsigned long calls;
 unsigned long trillm_sgemm_calls(void) {{ return __atomic_load_n(&calls, __ATOMIC_RELAXED); }}
 void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {{
   __atomic_fetch_add(&calls, 1, __ATOMIC_RELAXED);
-  {symbol}(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (order != ROW_MAJOR || m > {gemv_rows} || k == 0) {{
+    {gemm}(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }}
+  /* A few rows (a decode step): one matrix-vector product per row of C, which reads B once per
+     row instead of packing all of it, and gives each row the same result whatever M is. */
+  for (int i = 0; i < m; i++) {{
+    const float *x = trans_a == NO_TRANS ? a + (long)i * lda : a + i;
+    blas_int incx = trans_a == NO_TRANS ? 1 : lda;
+    float *y = c + (long)i * ldc;
+    if (beta == 0.0f) memset(y, 0, sizeof(float) * (size_t)n); /* C may hold garbage, even NaN */
+    if (trans_b == NO_TRANS)  /* B is K x N: y = B^T x */
+      {gemv}(ROW_MAJOR, NO_TRANS + 1, k, n, alpha, b, ldb, x, incx, beta, y, 1);
+    else  /* B is N x K: y = B x */
+      {gemv}(ROW_MAJOR, NO_TRANS, n, k, alpha, b, ldb, x, incx, beta, y, 1);
+  }}
 }}
 """
 
@@ -114,14 +138,15 @@ def preload_env(env: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def numpy_openblas() -> tuple[Path, str, bool]:
-    """NumPy's bundled OpenBLAS: the library, its ``sgemm`` symbol, and whether it is ILP64."""
+    """NumPy's bundled OpenBLAS: the library, its ``sgemm`` symbol (``sgemv`` is named alike),
+    and whether it is ILP64."""
     import numpy
 
     libs = Path(numpy.__file__).resolve().parent.parent / "numpy.libs"
     for library in sorted(libs.glob("lib*openblas*.so*")):
         loaded = ctypes.CDLL(str(library))
         for symbol, ilp64 in _CANDIDATES:
-            if hasattr(loaded, symbol):
+            if hasattr(loaded, symbol) and hasattr(loaded, symbol.replace("sgemm", "sgemv")):
                 return library, symbol, ilp64
     raise RuntimeError(f"no OpenBLAS with a known sgemm entry point in {libs}")
 
@@ -129,7 +154,12 @@ def numpy_openblas() -> tuple[Path, str, bool]:
 def build_shim(cache: Path | None = None) -> tuple[Path, Path]:
     """The shim for this NumPy's OpenBLAS, compiled on first use; returns (shim, OpenBLAS)."""
     library, symbol, ilp64 = numpy_openblas()
-    source = _SOURCE.format(symbol=symbol, int_type="int64_t" if ilp64 else "int32_t")
+    source = _SOURCE.format(
+        gemm=symbol,
+        gemv=symbol.replace("sgemm", "sgemv"),
+        gemv_rows=GEMV_ROWS,
+        int_type="int64_t" if ilp64 else "int32_t",
+    )
     key = hashlib.sha256(f"{library}\n{source}".encode()).hexdigest()[:16]
     root = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trillm" / "mlx-blas"
     shim = root / f"sgemm-{key}.so"

@@ -21,20 +21,39 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="th
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_mlx_float32_products_run_through_openblas() -> None:
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 37])
+@pytest.mark.parametrize(("a_transposed", "b_transposed"), [(False, False), (False, True), (True, False)])
+def test_mlx_float32_products_run_through_openblas(rows: int, a_transposed: bool, b_transposed: bool) -> None:
+    """Every shape a model uses, on both paths (a few rows: sgemv per row; more: sgemm), stored
+    plainly or transposed (as ``x @ w.T`` hands a weight to BLAS)."""
     import mlx.core as mx
 
     choice = mlx_blas.install()
     assert choice.fast, choice.describe()
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((8, 96), dtype=np.float32), rng.standard_normal((96, 40), dtype=np.float32)
+    rng = np.random.default_rng(rows)
+    a, b = rng.standard_normal((rows, 96), dtype=np.float32), rng.standard_normal((96, 40), dtype=np.float32)
+    left = mx.array(a.T.copy()).T if a_transposed else mx.array(a)
+    right = mx.array(b.T.copy()).T if b_transposed else mx.array(b)
     before = mlx_blas.sgemm_calls()
     assert before is not None
-    product = mx.array(a) @ mx.array(b).T.T  # a transposed operand goes through the same entry point
+    product = left @ right
     mx.eval(product)
     after = mlx_blas.sgemm_calls()
     assert after is not None and after > before
-    np.testing.assert_allclose(np.array(product), a @ b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.array(product), a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_a_row_gets_the_same_bits_alone_or_beside_a_few_others() -> None:
+    """Why a lone sequence and a small batch decode alike: up to GEMV_ROWS rows, row by row."""
+    import mlx.core as mx
+
+    rng = np.random.default_rng(7)
+    weight = mx.array(rng.standard_normal((256, 128), dtype=np.float32))
+    rows = mx.array(rng.standard_normal((mlx_blas.GEMV_ROWS, 128), dtype=np.float32))
+    together = rows @ weight.T
+    alone = rows[:1] @ weight.T
+    mx.eval(together, alone)
+    assert np.array_equal(np.array(together)[:1], np.array(alone))
 
 
 def _child(code: str, env: dict[str, str]) -> str:
