@@ -32,11 +32,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-# The OpenBLAS entry points a NumPy wheel may carry, with whether their integers are 64-bit.
 # Products with at most this many rows go row by row through sgemv: OpenBLAS's sgemm packs the
 # whole right-hand matrix first, which costs 5-6 matrix-vector products on this machine.
 GEMV_ROWS = 4
 
+# The OpenBLAS entry points a NumPy wheel may carry, with whether their integers are 64-bit.
 _CANDIDATES = (("scipy_cblas_sgemm64_", True), ("cblas_sgemm64_", True), ("scipy_cblas_sgemm", False))
 
 _SOURCE = """\
@@ -107,7 +107,7 @@ def install(enabled: bool = True) -> BlasChoice:
     try:
         shim, library = build_shim()
         _handle = ctypes.CDLL(str(shim), mode=os.RTLD_GLOBAL)
-    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+    except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as error:
         return _remember(BlasChoice("reference BLAS", str(error)))
     return _remember(BlasChoice(f"OpenBLAS ({library.name}, NumPy's)", shim=shim))
 
