@@ -46,14 +46,11 @@ def default_backends(settings: Settings) -> list[Backend]:
     import importlib.util
     import platform
 
-    from inference import mlx_blas
     from inference.llamacpp_backend import LlamaCppBackend, LlamaCppSettings
     from inference.mlx_backend import CacheSettings, MlxBackend
 
-    blas = mlx_blas.install(settings.mlx_openblas)  # before anything imports MLX
-    log.info("MLX matrix products: %s", blas.describe())
     cache = CacheSettings(entries=settings.prefix_cache_entries, max_bytes=settings.prefix_cache_mb << 20)
-    mlx = MlxBackend(cache)
+    mlx = MlxBackend(cache, openblas=settings.mlx_openblas)
     llamacpp = LlamaCppBackend(
         LlamaCppSettings(
             settings.context_length,

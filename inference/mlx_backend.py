@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inference import mlx_blas
 from inference.backend import ModelInfo, ModelLoadError, SamplingParams
 from inference.chat_template import template_message
 from inference.mlx_batch import MlxBatch, PrefixCache, make_processors, make_sampler
@@ -226,8 +227,9 @@ class MlxBackend:
 
     name = "mlx"
 
-    def __init__(self, cache: CacheSettings | None = None) -> None:
+    def __init__(self, cache: CacheSettings | None = None, *, openblas: bool = True) -> None:
         self.cache = cache or CacheSettings()
+        self.openblas = openblas  # Linux: route MLX's float32 products to OpenBLAS (mlx_blas)
 
     def can_load(self, path: Path) -> bool:
         return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
@@ -238,6 +240,7 @@ class MlxBackend:
     def load(self, path: Path) -> MlxModel:
         if not any(path.glob("tokenizer*")):
             raise ModelLoadError("no tokenizer files (tokenizer.json / tokenizer_config.json)")
+        mlx_blas.install(self.openblas)  # before the first load imports MLX; decided once
         try:
             return MlxModel(path, self.cache)
         except ModelLoadError:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -91,6 +92,7 @@ class BlasChoice:
 
 _installed: BlasChoice | None = None
 _handle: ctypes.CDLL | None = None
+log = logging.getLogger("trillm")
 
 
 def install(enabled: bool = True) -> BlasChoice:
@@ -115,6 +117,7 @@ def install(enabled: bool = True) -> BlasChoice:
 def _remember(choice: BlasChoice) -> BlasChoice:
     global _installed
     _installed = choice
+    log.info("MLX matrix products: %s", choice.describe())
     return choice
 
 
