@@ -78,6 +78,21 @@ def test_a_child_process_gets_the_shim_through_ld_preload() -> None:
     assert int(_child(code, mlx_blas.preload_env())) >= 1
 
 
+def test_the_mlx_backend_installs_the_shim_as_its_first_model_loads(tiny_dir: Path) -> None:
+    """How ``trillm serve`` gets it: nothing at start-up, the shim before the first MLX import."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from inference import mlx_blas\n"
+        "from inference.mlx_backend import MlxBackend, release_mlx_streams\n"
+        "assert 'mlx.core' not in sys.modules\n"
+        f"MlxBackend().load(Path({str(tiny_dir)!r}))\n"
+        "print(mlx_blas.install().fast, mlx_blas.sgemm_calls() is not None)\n"
+        "release_mlx_streams()\n"
+    )
+    assert _child(code, {"PATH": "/usr/bin:/bin"}) == "True True"
+
+
 def test_too_late_or_turned_off_keeps_the_reference_blas_and_says_why() -> None:
     late = "import mlx.core\nfrom inference import mlx_blas\nprint(mlx_blas.install().describe())"
     assert "imported before" in _child(late, {"PATH": "/usr/bin:/bin"})
