@@ -52,11 +52,11 @@ from benchmarks.overhead import (
     apply_blas,
     build,
     free_port,
-    peer_env,
     percentile,
     serving,
     wait_for,
 )
+from inference import mlx_blas
 from inference.mlx_backend import release_mlx_streams
 
 PROMPTS = CHAT_PROMPTS
@@ -167,7 +167,9 @@ def mlx_lm_server(path: Path) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "mlx_lm.server", "--model", str(path), "--port", str(port)]
     command += ["--log-level", "WARNING"]
-    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=peer_env())
+    proc = subprocess.Popen(
+        command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=mlx_blas.preload_env()
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(proc, f"{url}/v1/models")

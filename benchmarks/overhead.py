@@ -154,16 +154,11 @@ def add_blas_option(parser: argparse.ArgumentParser) -> None:
 
 def apply_blas(kind: str) -> dict[str, str]:
     """Put this process on ``kind`` of BLAS (before it imports MLX) and return what a trillm
-    server's environment needs to match; an MLX peer gets :func:`peer_env`."""
+    server's environment needs to match; an MLX peer gets ``mlx_blas.preload_env()``."""
     if kind == "reference":
         return {"TRILLM_MLX_OPENBLAS": "0"}
     print(f"MLX matrix products: {mlx_blas.install().describe()}")
     return {}
-
-
-def peer_env() -> dict[str, str]:
-    """The environment for a peer server running MLX: the same BLAS as this process."""
-    return mlx_blas.preload_env()
 
 
 def start_server(store: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:

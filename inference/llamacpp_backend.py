@@ -240,8 +240,7 @@ class LlamaCppBackend:
         if file is None:
             raise ModelLoadError(f"{path} holds no GGUF file")
         try:
-            settings = self.settings
-            return LlamaCppModel(file, settings)
+            return LlamaCppModel(file, self.settings)
         except ModelLoadError:
             raise
         except (OSError, GGUFError) as error:

@@ -97,7 +97,7 @@ log = logging.getLogger("trillm")
 
 def install(enabled: bool = True) -> BlasChoice:
     """Route MLX's ``cblas_sgemm`` to NumPy's OpenBLAS in this process, once; see the module doc."""
-    global _installed, _handle
+    global _handle
     if _installed is not None:
         return _installed
     if not enabled:
@@ -109,6 +109,7 @@ def install(enabled: bool = True) -> BlasChoice:
     try:
         shim, library = build_shim()
         _handle = ctypes.CDLL(str(shim), mode=os.RTLD_GLOBAL)
+        _handle.trillm_sgemm_calls.restype = ctypes.c_ulong
     except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as error:
         return _remember(BlasChoice("reference BLAS", str(error)))
     return _remember(BlasChoice(f"OpenBLAS ({library.name}, NumPy's)", shim=shim))
@@ -125,9 +126,7 @@ def sgemm_calls() -> int | None:
     """How many float32 matrix products went through the shim so far (None: not installed)."""
     if _handle is None:
         return None
-    counter = _handle.trillm_sgemm_calls
-    counter.restype = ctypes.c_ulong
-    return int(counter())
+    return int(_handle.trillm_sgemm_calls())
 
 
 def preload_env(env: dict[str, str] | None = None) -> dict[str, str]:
