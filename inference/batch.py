@@ -53,6 +53,17 @@ def interleaved_chunk(
     return max(MIN_INTERLEAVED_CHUNK, int(per_step / max(per_token, 1e-9)))
 
 
+def streams_come_first(decoding: int, reading: int) -> bool:
+    """Whether prompts are read in small chunks beside the decoding sequences this step.
+
+    Small chunks keep the streams moving but cost more in all (each chunk is a forward pass of
+    its own), so they pay only while the streams are at least as many as the sequences waiting
+    for their first token. A burst of new clients beside one stream reads its prompts in full:
+    the stream pauses once, and every newcomer starts sooner.
+    """
+    return decoding > 0 and decoding >= reading
+
+
 # A token; ``None`` when the sequence ended without one; or the error that ended it.
 StepResult = Step | BaseException | None
 

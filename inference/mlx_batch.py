@@ -4,8 +4,9 @@
 for all decoding sequences in one forward pass and feeds the sequences still reading their prompt
 one prefill chunk. While anything is decoding, the chunk costs about one decode step (measured; it
 starts at ``interleave_chunk`` tokens), so another client's long prompt makes the streams' steps
-about twice as long instead of freezing them; with nothing decoding the prompt goes in full
-``prefill_chunk`` steps.
+about twice as long instead of freezing them. When the sequences reading their prompts outnumber
+the decoding ones (a burst of new clients), or nothing decodes, the prompts go in full
+``prefill_chunk`` steps: small chunks would hold the many back for the sake of the few.
 
 A sequence alone does not go through the batch generator: :mod:`inference.mlx_solo` decodes it
 on a plain KV cache (mlx-lm's batch machinery costs about 15 % of a small model's speed even for
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from inference.backend import SamplingParams, Step, TokenLogprob
-from inference.batch import Admission, StepResult, interleaved_chunk
+from inference.batch import Admission, StepResult, interleaved_chunk, streams_come_first
 from inference.mlx_solo import HandOver, SoloSequence, take_back
 
 # Generous enough never to end a sequence: the engine applies num_predict and the context window.
@@ -197,9 +198,11 @@ class MlxBatch:
             self._take_out()
             if self._solo is not None:
                 return self.step()
-        decoding = any(m.decoding for m in self._members.values())
+        decoding = sum(1 for m in self._members.values() if m.decoding)
         self._generator.prefill_step_size = (
-            min(self._interleaved_chunk(), self._prefill_chunk) if decoding else self._prefill_chunk
+            min(self._interleaved_chunk(), self._prefill_chunk)
+            if streams_come_first(decoding, len(self._members) - decoding)
+            else self._prefill_chunk
         )
         _, responses = self._generator.next()  # type: ignore[no-untyped-call]
         results: list[tuple[int, StepResult]] = []

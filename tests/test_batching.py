@@ -215,6 +215,43 @@ def test_moves_between_running_alone_and_in_the_batch_change_no_token(
         model.close()
 
 
+@pytest.mark.parametrize(("streams", "newcomers", "in_full"), [(1, 3, True), (2, 1, False)])
+def test_prompts_go_in_full_when_newcomers_outnumber_the_streams(
+    random_dir: Path, streams: int, newcomers: int, in_full: bool
+) -> None:
+    """A burst of new clients beside one stream reads its prompts in one go (the stream pauses
+    once); a prompt beside as many streams as newcomers or more is read in small chunks."""
+    from inference.backend import SamplingParams
+    from inference.batch import Admission
+    from inference.mlx_backend import MlxBackend
+
+    model = MlxBackend().load(random_dir)
+    greedy = SamplingParams(temperature=0)
+    long_prompt = model.tokenize(" ".join(f"word{i}" for i in range(100)))
+    # A dozen interleaved chunks (32 tokens until measured), at most two full ones (512).
+    assert 12 * 32 < len(long_prompt) <= 2 * 512
+    batch = model.open_batch()
+    try:
+        for key in range(streams):
+            batch.add(Admission(key, model.tokenize(PROMPTS[key]), greedy, lambda: False))
+        started: set[int] = set()
+        while len(started) < streams:
+            started |= {key for key, _ in batch.step()}
+        newcomers_keys = set(range(100, 100 + newcomers))
+        for key in newcomers_keys:
+            batch.add(Admission(key, long_prompt, greedy, lambda: False))
+        steps = 0
+        while not newcomers_keys <= started:
+            steps += 1
+            started |= {key for key, _ in batch.step()}
+        # In full: a step for the lone stream to join the batch generator, two to read the
+        # prompts, and a few to start decoding them; in chunks: a step per chunk.
+        assert (steps <= 8) == in_full, f"the newcomers' first tokens took {steps} steps"
+    finally:
+        batch.close()
+        model.close()
+
+
 @pytest.mark.both_backends
 async def test_streams_keep_flowing_while_another_client_prefills_a_long_prompt(batched: Settings) -> None:
     """Prefill is interleaved with decoding: tokens reach the streaming client during it."""
