@@ -1,8 +1,12 @@
 """Many clients at once: trillm against mlx-lm's own server, with raw mlx-lm as the ceiling.
 
-One invocation runs every workload on the same model directory against ``trillm serve`` and then
-``mlx_lm.server`` (one server at a time, so they never compete for the cores), both through their
-OpenAI-compatible ``/v1/chat/completions`` with streaming, greedy decoding and usage reports:
+One invocation runs every workload on the same model directory against ``trillm serve`` and
+``mlx_lm.server``, both through their OpenAI-compatible ``/v1/chat/completions`` with streaming,
+greedy decoding and usage reports. Both servers are up at once and take turns (an idle server
+costs nothing), round after round in alternating order, so that a drift in this noisy machine's
+speed falls on both; every figure is the median over the rounds (``--rounds``, default 3). Each
+round's conversations open with their own system message, so no round reads another's prompts
+from a prompt cache.
 
 - ``1 stream``: tokens/s of one client, decoding (from its first token to its last) and with its
   prompt (from its request to its last byte);
@@ -36,11 +40,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,12 +115,19 @@ async def chat(client: httpx.AsyncClient, model: str, messages: list[dict[str, s
     return stream
 
 
-async def workloads(url: str, model: str, tokens: int, streams: int) -> dict[str, float]:
+def session(round_: int) -> list[dict[str, str]]:
+    """The system message that starts every conversation of a round: each round's prompts are
+    new to both servers' prompt caches."""
+    return [{"role": "system", "content": f"Session {round_}."}]
+
+
+async def workloads(url: str, model: str, tokens: int, streams: int, round_: int) -> dict[str, float]:
+    """One round of every workload against one server; see the module docstring."""
     out: dict[str, float] = {}
+    tag = session(round_)
     async with httpx.AsyncClient(base_url=url, timeout=None) as client:
-        await chat(client, model, [{"role": "user", "content": "warm up"}], 4)
         # One stream.
-        one = await chat(client, model, [{"role": "user", "content": PROMPTS[0]}], tokens)
+        one = await chat(client, model, [*tag, {"role": "user", "content": PROMPTS[0]}], tokens)
         out["single_tps"] = (len(one.arrivals) - 1) / (one.end - one.arrivals[0])
         out["single_total_tps"] = one.tokens / (one.finished - one.start)
         # N concurrent streams.
@@ -123,7 +135,7 @@ async def workloads(url: str, model: str, tokens: int, streams: int) -> dict[str
 
         async def client_run(i: int) -> None:
             prompt = PROMPTS[i % len(PROMPTS)]
-            runs.append(await chat(client, model, [{"role": "user", "content": prompt}], tokens))
+            runs.append(await chat(client, model, [*tag, {"role": "user", "content": prompt}], tokens))
 
         start = time.perf_counter()
         async with trio.open_nursery() as nursery:
@@ -139,7 +151,9 @@ async def workloads(url: str, model: str, tokens: int, streams: int) -> dict[str
         out["ttft_p50_ms"], out["ttft_p99_ms"] = percentile(ttfts, 0.5) * 1e3, percentile(ttfts, 0.99) * 1e3
         out["silent_streams"] = float(sum(1 for r in runs if not r.arrivals))
         # A growing conversation.
-        messages = [{"role": "system", "content": "You are a patient storyteller. " * 4}]
+        messages = [
+            {"role": "system", "content": f"Session {round_}. " + "You are a patient storyteller. " * 4}
+        ]
         for turn, follow in enumerate([PROMPTS[1], *FOLLOW_UPS[:3]], 1):
             messages.append({"role": "user", "content": follow})
             reply = await chat(client, model, messages, tokens // 2)
@@ -149,19 +163,44 @@ async def workloads(url: str, model: str, tokens: int, streams: int) -> dict[str
         streaming: list[Stream] = []
 
         async def streamer(i: int) -> None:
-            streaming.append(await chat(client, model, [{"role": "user", "content": PROMPTS[i]}], 2 * tokens))
+            request = [*tag, {"role": "user", "content": PROMPTS[i]}]
+            streaming.append(await chat(client, model, request, 2 * tokens))
 
         long_prompt = " ".join(PROMPTS * 6)
         async with trio.open_nursery() as nursery:
             for i in range(4):
                 nursery.start_soon(streamer, i)
             await trio.sleep(0.5)
-            long = await chat(client, model, [{"role": "user", "content": long_prompt}], 1)
+            long = await chat(client, model, [*tag, {"role": "user", "content": long_prompt}], 1)
         gaps = [b - a for s in streaming for a, b in zip(s.arrivals, s.arrivals[1:], strict=False)]
         out["gap_p50_ms"], out["gap_p99_ms"] = percentile(gaps, 0.5) * 1e3, percentile(gaps, 0.99) * 1e3
         out["gap_max_ms"] = max(gaps) * 1e3  # one freeze per stream can hide below p99 in long answers
         out["long_total_ms"] = (long.finished - long.start) * 1e3
     return out
+
+
+async def warm_up(url: str, model: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=None) as client:
+        await chat(client, model, [{"role": "user", "content": "warm up"}], 4)
+
+
+def paired_rounds(
+    sides: dict[str, tuple[str, str]], tokens: int, streams: int, rounds: int
+) -> dict[str, dict[str, float]]:
+    """Every workload, ``rounds`` times on each side, the sides taking turns (in alternating
+    order, so a drift in the machine's speed falls on both); the median of each figure."""
+    for url, model in sides.values():
+        trio.run(warm_up, url, model)
+    results: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+    for round_ in range(1, rounds + 1):
+        order = list(sides) if round_ % 2 else list(reversed(sides))
+        for side in order:
+            url, model = sides[side]
+            results[side].append(trio.run(workloads, url, model, tokens, streams, round_))
+    return {
+        side: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        for side, runs in results.items()
+    }
 
 
 @contextmanager
@@ -188,7 +227,7 @@ def one_at_a_time(path: Path) -> Iterator[str]:
         yield url
 
 
-def raw_llamacpp_tps(path: Path, tokens: int) -> float:
+def raw_llamacpp_tps(path: Path, tokens: int, rounds: int) -> float:
     from llama_cpp import Llama
 
     from benchmarks.llamacpp import llama_raw_run
@@ -196,15 +235,15 @@ def raw_llamacpp_tps(path: Path, tokens: int) -> float:
     llama = Llama(model_path=str(path), n_ctx=2048, n_batch=512, verbose=False)
     try:
         rates = []
-        for _ in range(2):
+        for _ in range(rounds):
             arrivals = llama_raw_run(llama, tokens)
             rates.append((len(arrivals) - 1) / (arrivals[-1] - arrivals[0]))
-        return max(rates)
+        return statistics.median(rates)
     finally:
         llama.close()
 
 
-def raw_tps(path: Path, tokens: int) -> float:
+def raw_tps(path: Path, tokens: int, rounds: int) -> float:
     import mlx_lm
     from mlx_lm.sample_utils import make_sampler
 
@@ -213,13 +252,13 @@ def raw_tps(path: Path, tokens: int) -> float:
         [{"role": "user", "content": PROMPTS[0]}], add_generation_prompt=True
     )
     rates = []
-    for _ in range(2):
+    for _ in range(rounds):
         for response in mlx_lm.stream_generate(
             model, tokenizer, prompt, max_tokens=tokens, sampler=make_sampler(0.0)
         ):
             rate = response.generation_tps
         rates.append(rate)
-    return max(rates)
+    return statistics.median(rates)
 
 
 def main() -> None:
@@ -230,6 +269,7 @@ def main() -> None:
     )
     parser.add_argument("--tokens", type=int, default=32, help="tokens per streamed answer")
     parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every workload on each side")
     add_blas_option(parser)
     args = parser.parse_args()
     env = {"TRILLM_NUM_PARALLEL": str(args.streams)} | apply_blas(args.blas)
@@ -238,22 +278,28 @@ def main() -> None:
 
         path = args.model or gguf_of("50M")
         raw, raw_label, peer_label = (
-            raw_llamacpp_tps(path, 2 * args.tokens),
+            raw_llamacpp_tps(path, 2 * args.tokens, args.rounds),
             "Llama.generate",
             "one at a time",
         )
         env["TRILLM_BACKEND"] = "llamacpp"
     else:
         path = args.model or build("50M")
-        raw, raw_label, peer_label = raw_tps(path, 2 * args.tokens), "mlx_lm.stream_generate", "mlx_lm.server"
-    with serving(path, env) as (_, url):
-        ours = trio.run(workloads, url, "bench", args.tokens, args.streams)
-    if args.backend == "llamacpp":
-        with one_at_a_time(path) as url:
-            peer = trio.run(workloads, url, "bench", args.tokens, args.streams)
-    else:
-        with mlx_lm_server(path) as url:
-            peer = trio.run(workloads, url, str(path), args.tokens, args.streams)
+        raw, raw_label, peer_label = (
+            raw_tps(path, 2 * args.tokens, args.rounds),
+            "mlx_lm.stream_generate",
+            "mlx_lm.server",
+        )
+    with ExitStack() as servers:
+        _, url = servers.enter_context(serving(path, env))
+        if args.backend == "llamacpp":
+            peer_side = (servers.enter_context(one_at_a_time(path)), "bench")
+        else:
+            peer_side = (servers.enter_context(mlx_lm_server(path)), str(path))
+        figures = paired_rounds(
+            {"trillm": (url, "bench"), peer_label: peer_side}, args.tokens, args.streams, args.rounds
+        )
+    ours, peer = figures["trillm"], figures[peer_label]
     rows = [
         ("1 stream tok/s", "single_tps"),
         ("1 stream tok/s, with its prompt", "single_total_tps"),
@@ -277,8 +323,12 @@ def main() -> None:
     print(f"raw {raw_label}, 1 stream: {raw:.1f} tok/s")
     print(f"trillm / raw, 1 stream:                  {ours['single_tps'] / raw:.3f}")
     n = args.streams
-    print(f"trillm {n} streams / 1 stream, with prompts: {ours['aggregate_tps'] / ours['single_total_tps']:.2f}")
-    print(f"trillm {n} streams / 1 stream, decoding:     {ours['aggregate_decode_tps'] / ours['single_tps']:.2f}")
+    print(
+        f"trillm {n} streams / 1 stream, with prompts: {ours['aggregate_tps'] / ours['single_total_tps']:.2f}"
+    )
+    print(
+        f"trillm {n} streams / 1 stream, decoding:     {ours['aggregate_decode_tps'] / ours['single_tps']:.2f}"
+    )
     print(f"trillm turn 4 TTFT / turn 1 TTFT:        {ours['turn4_ttft_ms'] / ours['turn1_ttft_ms']:.2f}")
     print(f"{peer_label} turn 4 / turn 1:           {peer['turn4_ttft_ms'] / peer['turn1_ttft_ms']:.2f}")
     print(f"trillm stream gap p99 / p50, long prompt: {ours['gap_p99_ms'] / ours['gap_p50_ms']:.2f}")

@@ -72,7 +72,7 @@ def build(preset: str) -> Path:
 
 def _speaks(path: Path) -> bool:
     """Whether the model's greedy continuations print text: of PROMPT, and of the batching
-    benchmark's chat prompts (rendered with the chat template).
+    benchmark's chat prompts (rendered with the chat template, in the first three rounds).
 
     A random model repeats one token; when that is a lone UTF-8 lead byte nothing is ever
     streamed, which would leave the server's per-token path out of the measurement.
@@ -83,6 +83,10 @@ def _speaks(path: Path) -> bool:
     system = {"role": "system", "content": "You are a patient storyteller. " * 4}
     chats = [[{"role": "user", "content": p}] for p in CHAT_PROMPTS]
     chats.append([system, {"role": "user", "content": CHAT_PROMPTS[1]}])
+    # The batching benchmark's rounds open with a session message of their own.
+    for round_ in range(1, 4):
+        tag = {"role": "system", "content": f"Session {round_}."}
+        chats += [[tag, {"role": "user", "content": p}] for p in CHAT_PROMPTS]
     prompts = [PROMPT] + [
         tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chats
     ]

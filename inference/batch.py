@@ -53,6 +53,49 @@ def interleaved_chunk(
     return max(MIN_INTERLEAVED_CHUNK, int(per_step / max(per_token, 1e-9)))
 
 
+class ChunkSizer:
+    """Prompt tokens to prefill in a step beside decoding sequences, steered by the steps' own
+    durations: a step that reads a chunk should take at most ``slowdown`` times a plain decode
+    step (0.8 to 1 of that bound).
+
+    Where a prefill chunk is a forward pass of its own (MLX), much of its cost is fixed (reading
+    the weights; attending to the prompt read so far) and grows little with its length, so a rate
+    per prompt token averaged over past chunks says little about the next one. Instead the chunk
+    grows while steps with a chunk stay under the bound and shrinks in proportion when one goes
+    over: a long prompt beside the streams is read as fast as that bound on their gaps allows.
+
+    Larger chunks cost the streams less in all (they are slowed for a shorter time), so the
+    bound is the most the streams' gaps may grow: 3, issue 5's limit on their p99 against their
+    median. Measured on a ~50M model beside four streams, a 1,679-token prompt took 24 s to read
+    at 2.5, 12.7 s at 3 and 8 s at 4; its steps' own floor was about 2.3 plain steps.
+    """
+
+    def __init__(self, start: int, *, slowdown: float = 3.0, smoothing: float = 0.2) -> None:
+        self.chunk = max(start, MIN_INTERLEAVED_CHUNK)
+        self._slowdown = slowdown
+        self._smoothing = smoothing
+        self._plain: float | None = None  # a plain decode step, seconds (moving average)
+
+    def plain_step(self, seconds: float) -> None:
+        """A step that only decoded took ``seconds``."""
+        if self._plain is None:
+            self._plain = seconds
+        else:
+            self._plain += self._smoothing * (seconds - self._plain)
+
+    def chunk_step(self, seconds: float, limit: int) -> None:
+        """A step that also read a chunk of ``self.chunk`` tokens took ``seconds``; ``limit``
+        caps the chunk (the request's own prefill size)."""
+        if self._plain is None:
+            return
+        ratio = seconds / (self._slowdown * self._plain)
+        if ratio > 1:
+            self.chunk = int(self.chunk / ratio)
+        elif ratio < 0.8:
+            self.chunk = int(self.chunk * 1.5) + 1
+        self.chunk = max(MIN_INTERLEAVED_CHUNK, min(self.chunk, limit))
+
+
 def streams_come_first(decoding: int, reading: int) -> bool:
     """Whether prompts are read in small chunks beside the decoding sequences this step.
 

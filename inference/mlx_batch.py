@@ -2,9 +2,10 @@
 
 :class:`MlxBatch` is the MLX :class:`~inference.batch.DecodeBatch`. Every step decodes one token
 for all decoding sequences in one forward pass and feeds the sequences still reading their prompt
-one prefill chunk. While anything is decoding, the chunk costs about one decode step (measured; it
-starts at ``interleave_chunk`` tokens), so another client's long prompt makes the streams' steps
-about twice as long instead of freezing them. When the sequences reading their prompts outnumber
+one prefill chunk. While anything is decoding, the chunk is sized from the steps' own durations
+(:class:`~inference.batch.ChunkSizer`; it starts at ``interleave_chunk`` tokens) so that a step
+with a chunk takes at most three plain ones: another client's long prompt slows the streams
+instead of freezing them, and is itself read as fast as that allows. When the sequences reading their prompts outnumber
 the decoding ones (a burst of new clients), or nothing decodes, the prompts go in full
 ``prefill_chunk`` steps: small chunks would hold the many back for the sake of the few.
 
@@ -25,12 +26,13 @@ the new messages.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 from inference.backend import SamplingParams, Step, TokenLogprob
-from inference.batch import Admission, StepResult, interleaved_chunk, streams_come_first
+from inference.batch import Admission, ChunkSizer, StepResult, streams_come_first
 from inference.mlx_solo import HandOver, SoloSequence, take_back
 
 # Generous enough never to end a sequence: the engine applies num_predict and the context window.
@@ -115,7 +117,7 @@ class MlxBatch:
         self._make_sampler = make_sampler
         self._make_processors = make_processors
         self._prefix_cache = prefix_cache
-        self._interleave_chunk = interleave_chunk
+        self._sizer = ChunkSizer(interleave_chunk)
         self._prefill_chunk = 512
         # The engine bounds the batch (TRILLM_NUM_PARALLEL); mlx-lm's own bounds stay out of the way.
         self._generator = BatchGenerator(
@@ -192,19 +194,29 @@ class MlxBatch:
             key, solo = self._solo
             if len(self._members) > 1:
                 return self._hand_over(key, solo)
+            started = time.perf_counter()
             taken = solo.step()
-            return [] if taken is None else [(key, self._token(key, *taken))]
+            if taken is None:  # a chunk of its prompt
+                return []
+            self._sizer.plain_step(time.perf_counter() - started)
+            return [(key, self._token(key, *taken))]
         if len(self._members) == 1:
             self._take_out()
             if self._solo is not None:
                 return self.step()
         decoding = sum(1 for m in self._members.values() if m.decoding)
+        reading = len(self._members) - decoding
+        interleaved = streams_come_first(decoding, reading)
         self._generator.prefill_step_size = (
-            min(self._interleaved_chunk(), self._prefill_chunk)
-            if streams_come_first(decoding, len(self._members) - decoding)
-            else self._prefill_chunk
+            min(self._sizer.chunk, self._prefill_chunk) if interleaved else self._prefill_chunk
         )
+        started = time.perf_counter()
         _, responses = self._generator.next()  # type: ignore[no-untyped-call]
+        took = time.perf_counter() - started
+        if decoding and not reading:
+            self._sizer.plain_step(took)
+        elif interleaved:
+            self._sizer.chunk_step(took, self._prefill_chunk)
         results: list[tuple[int, StepResult]] = []
         for response in responses:
             owner = self._keys.get(response.uid)
@@ -229,19 +241,6 @@ class MlxBatch:
         del self._keys[member.uid]
         cache, tokens = caches[member.uid]
         self._run_alone(key, member, take_back(cache, list(tokens), member.sampler))
-
-    def _interleaved_chunk(self) -> int:
-        """Prompt tokens to prefill beside a decode step, measured from mlx-lm's own counters."""
-        counters = getattr(self._generator, "_counters", None)
-        if counters is None:
-            return self._interleave_chunk
-        return interleaved_chunk(
-            counters.prompt_time,
-            counters.prompt_tokens,
-            counters.decode_time,
-            counters.generation_steps,
-            default=self._interleave_chunk,
-        )
 
     def _token(self, key: int, token: int, logprobs: Any) -> Step:
         member = self._members[key]

@@ -1,4 +1,5 @@
-"""Pure pieces: stop matching, durations, host parsing and settings from the environment."""
+"""Pure pieces: stop matching, durations, host parsing, settings from the environment, and the
+batch's prefill chunk sizing."""
 
 from __future__ import annotations
 
@@ -208,3 +209,41 @@ def test_the_date_grammar_allows_exactly_the_dates_validation_accepts() -> None:
                 except ValueError:
                     valid = False
                 assert bool(pattern.fullmatch(text)) == valid, text
+
+
+def test_the_chunk_sizer_waits_for_a_plain_step_then_keeps_within_its_bounds() -> None:
+    from inference.batch import MIN_INTERLEAVED_CHUNK, ChunkSizer
+
+    sizer = ChunkSizer(32)
+    sizer.chunk_step(10.0, 512)  # no plain step measured yet: nothing to compare with
+    assert sizer.chunk == 32
+    sizer.plain_step(0.010)
+    sizer.chunk_step(0.015, 512)  # half the bound: grow
+    assert sizer.chunk > 32
+    sizer.chunk_step(0.060, 512)  # twice the bound: halve
+    assert sizer.chunk == 49 // 2
+    for _ in range(20):
+        sizer.chunk_step(1.0, 512)
+    assert sizer.chunk == MIN_INTERLEAVED_CHUNK
+    for _ in range(20):
+        sizer.chunk_step(0.001, 100)
+    assert sizer.chunk == 100  # the request's own prefill size caps it
+
+
+@pytest.mark.parametrize(
+    ("fixed", "per_token"), [(0.030, 0.001), (0.005, 0.0002), (0.040, 0.002), (0.0, 0.00005)]
+)
+def test_the_chunk_sizer_settles_where_a_step_costs_at_most_three_plain_ones(
+    fixed: float, per_token: float
+) -> None:
+    """Against a cost model of a step with a chunk (a plain step, a fixed cost, a cost per
+    token), the chunk settles where such a step takes 0.8 to 1 of three plain steps."""
+    from inference.batch import ChunkSizer
+
+    plain = 0.030
+    sizer = ChunkSizer(32)
+    sizer.plain_step(plain)
+    for _ in range(40):
+        sizer.chunk_step(plain + fixed + sizer.chunk * per_token, 4096)
+    step = plain + fixed + sizer.chunk * per_token
+    assert 0.8 * 3 * plain <= step <= 3 * plain, (sizer.chunk, step)
