@@ -65,8 +65,8 @@ class ChunkSizer:
     over: a long prompt beside the streams is read as fast as that bound on their gaps allows.
 
     Larger chunks cost the streams less in all (they are slowed for a shorter time), so the
-    bound is the most the streams' gaps may grow: 3, issue 5's limit on their p99 against their
-    median. Measured on a ~50M model beside four streams, a 1,679-token prompt took 24 s to read
+    bound is the most the streams' gaps may grow: 3, the limit the batching benchmark holds their
+    p99 gap to against their median. Measured on a ~50M model beside four streams, a 1,679-token prompt took 24 s to read
     at 2.5, 12.7 s at 3 and 8 s at 4; its steps' own floor was about 2.3 plain steps.
     """
 

@@ -214,8 +214,8 @@ class MlxModel:
 
 @dataclass(frozen=True)
 class CacheSettings:
-    """Prefix cache bounds (``entries`` 0 turns it off) and the prefill chunk used while other
-    sequences decode."""
+    """Prefix cache bounds (``entries`` 0 turns it off) and the prefill chunk a batch starts from
+    while other sequences decode (then sized from the steps' durations)."""
 
     entries: int = 16
     max_bytes: int = 2 << 30

@@ -5,9 +5,10 @@ for all decoding sequences in one forward pass and feeds the sequences still rea
 one prefill chunk. While anything is decoding, the chunk is sized from the steps' own durations
 (:class:`~inference.batch.ChunkSizer`; it starts at ``interleave_chunk`` tokens) so that a step
 with a chunk takes at most three plain ones: another client's long prompt slows the streams
-instead of freezing them, and is itself read as fast as that allows. When the sequences reading their prompts outnumber
-the decoding ones (a burst of new clients), or nothing decodes, the prompts go in full
-``prefill_chunk`` steps: small chunks would hold the many back for the sake of the few.
+instead of freezing them, and is itself read as fast as that allows. When the sequences reading
+their prompts outnumber the decoding ones (a burst of new clients), or nothing decodes, the
+prompts go in full ``prefill_chunk`` steps: small chunks would hold the many back for the sake
+of the few.
 
 A sequence alone does not go through the batch generator: :mod:`inference.mlx_solo` decodes it
 on a plain KV cache (mlx-lm's batch machinery costs about 15 % of a small model's speed even for
