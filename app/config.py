@@ -23,8 +23,14 @@ def _env(name: str) -> str | None:
     return value or None
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+def _flag(name: str, default: bool = False) -> bool:
+    """An on/off setting: 1/true/yes/on or 0/false/no/off; anything else (unset too) is ``default``."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return default
 
 
 def parse_host(value: str) -> tuple[str, int]:
@@ -139,6 +145,5 @@ class Settings:
             settings.ollama_models = Path.home() / ".ollama" / "models"
         if threads := os.environ.get("TRILLM_NUM_THREAD"):
             settings.num_thread = max(1, int(threads))
-        if os.environ.get("TRILLM_MLX_OPENBLAS", "").strip().lower() in ("0", "false", "no", "off"):
-            settings.mlx_openblas = False
+        settings.mlx_openblas = _flag("TRILLM_MLX_OPENBLAS", default=True)
         return settings
