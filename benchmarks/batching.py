@@ -16,7 +16,9 @@ from a prompt cache.
 - ``long prompt``: four streaming clients while a fifth sends a long prompt; the ratio of the
   streams' p99 inter-token gap to their median.
 
-Raw ``mlx_lm.stream_generate`` in this process gives the single-stream ceiling. Usage::
+mlx-lm itself in this process, with no server, gives the ceilings: ``stream_generate`` for one
+stream, and its ``BatchGenerator`` (the batched decoding both servers drive) for the eight streams'
+requests, prompts included. Usage::
 
     python -m benchmarks.batching                  # the ~50M-parameter random model
     python -m benchmarks.batching --model DIR      # any MLX model directory
@@ -243,22 +245,57 @@ def raw_llamacpp_tps(path: Path, tokens: int, rounds: int) -> float:
         llama.close()
 
 
-def raw_tps(path: Path, tokens: int, rounds: int) -> float:
+def raw_mlx(path: Path, tokens: int, streams: int, rounds: int) -> dict[str, float]:
+    """mlx-lm itself in this process, no server: the ceilings (medians over ``rounds``).
+
+    ``single_tps``: ``stream_generate``'s decode rate over ``2 * tokens`` tokens;
+    ``single_total_tps``: one chat request's ``tokens`` over its whole time, prompt included;
+    ``aggregate_tps``: the ``streams`` chat requests of the 8-stream workload through one
+    ``BatchGenerator`` (mlx-lm's batched decoding, which both servers drive), ``tokens`` each, over
+    the whole run, prompts included.
+    """
     import mlx_lm
+    from mlx_lm.generate import BatchGenerator
     from mlx_lm.sample_utils import make_sampler
 
     model, tokenizer = mlx_lm.load(str(path))[:2]
-    prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": PROMPTS[0]}], add_generation_prompt=True
-    )
-    rates = []
+    greedy = make_sampler(0.0)
+
+    def prompt(i: int) -> list[int]:
+        chat = [*session(0), {"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]
+        return list(tokenizer.apply_chat_template(chat, add_generation_prompt=True))
+
+    def batch_run() -> float:
+        generator = BatchGenerator(
+            model, max_tokens=tokens, completion_batch_size=streams, prefill_batch_size=streams
+        )
+        start = time.perf_counter()
+        left = set(generator.insert([prompt(i) for i in range(streams)]))
+        produced = 0
+        while left:
+            _, responses = generator.next()
+            for response in responses:
+                produced += 1
+                if response.finish_reason is not None:
+                    left.discard(response.uid)
+        rate = produced / (time.perf_counter() - start)
+        generator.close()  # type: ignore[no-untyped-call]
+        return rate
+
+    figures: dict[str, list[float]] = {"single_tps": [], "single_total_tps": [], "aggregate_tps": []}
     for _ in range(rounds):
         for response in mlx_lm.stream_generate(
-            model, tokenizer, prompt, max_tokens=tokens, sampler=make_sampler(0.0)
+            model, tokenizer, prompt(0), max_tokens=2 * tokens, sampler=greedy
         ):
             rate = response.generation_tps
-        rates.append(rate)
-    return statistics.median(rates)
+        figures["single_tps"].append(rate)
+        start = time.perf_counter()
+        n = sum(
+            1 for _ in mlx_lm.stream_generate(model, tokenizer, prompt(0), max_tokens=tokens, sampler=greedy)
+        )
+        figures["single_total_tps"].append(n / (time.perf_counter() - start))
+        figures["aggregate_tps"].append(batch_run())
+    return {key: statistics.median(rates) for key, rates in figures.items()}
 
 
 def main() -> None:
@@ -277,19 +314,13 @@ def main() -> None:
         from benchmarks.llamacpp import gguf_of
 
         path = args.model or gguf_of("50M")
-        raw, raw_label, peer_label = (
-            raw_llamacpp_tps(path, 2 * args.tokens, args.rounds),
-            "Llama.generate",
-            "one at a time",
-        )
+        raw = {"single_tps": raw_llamacpp_tps(path, 2 * args.tokens, args.rounds)}
+        raw_label, peer_label = "Llama.generate", "one at a time"
         env["TRILLM_BACKEND"] = "llamacpp"
     else:
         path = args.model or build("50M")
-        raw, raw_label, peer_label = (
-            raw_tps(path, 2 * args.tokens, args.rounds),
-            "mlx_lm.stream_generate",
-            "mlx_lm.server",
-        )
+        raw = raw_mlx(path, args.tokens, args.streams, args.rounds)
+        raw_label, peer_label = "mlx_lm.stream_generate", "mlx_lm.server"
     with ExitStack() as servers:
         _, url = servers.enter_context(serving(path, env))
         if args.backend == "llamacpp":
@@ -320,9 +351,23 @@ def main() -> None:
         ratio = ours[key] / peer[key] if peer[key] else float("nan")
         print(f"{label:36} {ours[key]:10.1f} {peer[key]:14.1f} {ratio:7.2f}")
     print()
-    print(f"raw {raw_label}, 1 stream: {raw:.1f} tok/s")
-    print(f"trillm / raw, 1 stream:                  {ours['single_tps'] / raw:.3f}")
     n = args.streams
+    print(f"raw {raw_label}, 1 stream: {raw['single_tps']:.1f} tok/s")
+    print(f"trillm / raw, 1 stream:                  {ours['single_tps'] / raw['single_tps']:.3f}")
+    if "aggregate_tps" in raw:
+        print(
+            f"raw mlx-lm, no server: 1 stream with its prompt {raw['single_total_tps']:.1f} tok/s,"
+            f" {n} streams through BatchGenerator {raw['aggregate_tps']:.1f} tok/s"
+        )
+        print(
+            f"raw {n} streams / 1 stream, with prompts:    {raw['aggregate_tps'] / raw['single_total_tps']:.2f}"
+        )
+        print(
+            f"trillm {n} streams / raw BatchGenerator:     {ours['aggregate_tps'] / raw['aggregate_tps']:.2f}"
+        )
+        print(
+            f"{peer_label} {n} streams / raw BatchGenerator: {peer['aggregate_tps'] / raw['aggregate_tps']:.2f}"
+        )
     print(
         f"trillm {n} streams / 1 stream, with prompts: {ours['aggregate_tps'] / ours['single_total_tps']:.2f}"
     )
