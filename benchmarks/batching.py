@@ -62,6 +62,7 @@ from benchmarks.overhead import (
     free_port,
     percentile,
     serving,
+    session,
     wait_for,
 )
 from inference import mlx_blas
@@ -115,12 +116,6 @@ async def chat(client: httpx.AsyncClient, model: str, messages: list[dict[str, s
                     stream.text += piece
     stream.finished = time.perf_counter()
     return stream
-
-
-def session(round_: int) -> list[dict[str, str]]:
-    """The system message that starts every conversation of a round: each round's prompts are
-    new to both servers' prompt caches."""
-    return [{"role": "system", "content": f"Session {round_}."}]
 
 
 async def workloads(url: str, model: str, tokens: int, streams: int, round_: int) -> dict[str, float]:

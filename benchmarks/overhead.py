@@ -56,6 +56,13 @@ CACHE = Path.home() / ".cache" / "trillm-bench"
 PRESETS = {"tiny": {"hidden_size": 64, "num_layers": 2}, "50M": {"hidden_size": 768, "num_layers": 10}}
 
 
+def session(round_: int) -> list[dict[str, str]]:
+    """The system message that starts every conversation of a batching round: each round's
+    prompts are new to both servers' prompt caches."""
+    return [{"role": "system", "content": f"Session {round_}."}]
+
+
+
 def build(preset: str) -> Path:
     """The preset's random model, built once with the first seed whose greedy output is visible."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -85,8 +92,7 @@ def _speaks(path: Path) -> bool:
     chats.append([system, {"role": "user", "content": CHAT_PROMPTS[1]}])
     # The batching benchmark's rounds open with a session message of their own.
     for round_ in range(1, 4):
-        tag = {"role": "system", "content": f"Session {round_}."}
-        chats += [[tag, {"role": "user", "content": p}] for p in CHAT_PROMPTS]
+        chats += [[*session(round_), {"role": "user", "content": p}] for p in CHAT_PROMPTS]
     prompts = [PROMPT] + [
         tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chats
     ]

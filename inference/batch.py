@@ -66,8 +66,9 @@ class ChunkSizer:
 
     Larger chunks cost the streams less in all (they are slowed for a shorter time), so the
     bound is the most the streams' gaps may grow: 3, the limit the batching benchmark holds their
-    p99 gap to against their median. Measured on a ~50M model beside four streams, a 1,679-token prompt took 24 s to read
-    at 2.5, 12.7 s at 3 and 8 s at 4; its steps' own floor was about 2.3 plain steps.
+    p99 gap to against their median. Measured on a ~50M model beside four streams, a 1,679-token
+    prompt took 24 s to read at 2.5, 12.7 s at 3 and 8 s at 4; its steps' own floor was about 2.3
+    plain steps.
     """
 
     def __init__(self, start: int, *, slowdown: float = 3.0, smoothing: float = 0.2) -> None:
