@@ -62,7 +62,6 @@ def session(round_: int) -> list[dict[str, str]]:
     return [{"role": "system", "content": f"Session {round_}."}]
 
 
-
 def build(preset: str) -> Path:
     """The preset's random model, built once with the first seed whose greedy output is visible."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
