@@ -33,16 +33,19 @@ class ApiError(Exception):
 
     status = 500
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, *, extra: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.extra = extra or {}
         if status is not None:
             self.status = status
 
     param: str | None = None
 
     def response(self) -> Response:
-        return error_response(self.message, self.status, self.param)
+        return error_response(self.message, self.status, self.param, self.extra)
 
 
 class BadRequest(ApiError):
@@ -87,17 +90,23 @@ OPENAI_TYPES = {
 }
 
 
-def openai_error(message: str, status: int, param: str | None = None) -> dict[str, Any]:
+def openai_error(
+    message: str, status: int, param: str | None = None, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """OpenAI's error object; ``extra`` keys (a failed reply's ``partial``) go inside it, where
+    the official client exposes them as ``error.body``."""
     kind = OPENAI_TYPES.get(status, "api_error")
-    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": None} | (extra or {})}
 
 
-def error_response(message: str, status: int, param: str | None = None) -> Response:
-    """``{"error": message}`` natively, OpenAI's error object under ``/v1/``."""
+def error_response(
+    message: str, status: int, param: str | None = None, extra: dict[str, Any] | None = None
+) -> Response:
+    """``{"error": message, **extra}`` natively, OpenAI's error object under ``/v1/``."""
     if has_request_context() and request.path.startswith("/v1/"):
-        response = json_response(openai_error(message, status, param), status)
+        response = json_response(openai_error(message, status, param, extra), status)
     else:
-        response = json_response({"error": message}, status)
+        response = json_response({"error": message} | (extra or {}), status)
     return response
 
 

@@ -21,7 +21,7 @@ from app.responses import respond
 from app.services import Services
 from app.sse import DONE, event
 from app.steering import read_steering
-from inference.job import CallOut, Finished, TextChunk
+from inference.job import CallOut, Finished, Partial, TextChunk
 
 SSE = "text/event-stream"
 
@@ -39,6 +39,14 @@ def usage(finished: Finished) -> dict[str, Any]:
         "total_tokens": finished.prompt_eval_count + finished.eval_count,
         "prompt_tokens_details": {"cached_tokens": finished.prompt_eval_cached_count},
     }
+
+
+def _partial(payload: dict[str, Any], partial: Partial) -> dict[str, Any]:
+    """A failed reply inside OpenAI's error object: ``partial`` (the choice as far as it got,
+    ``finish_reason`` null when the check cut it short) and ``usage``."""
+    done = partial.finished.done_reason
+    reason = finish_reason(partial.finished, False) if done else None
+    return {"partial": payload | {"finish_reason": reason}, "usage": usage(partial.finished)}
 
 
 def openai_calls(calls: tuple[CallOut, ...]) -> list[dict[str, Any]]:
@@ -104,8 +112,15 @@ class ChatCodec:
             )
         return out + DONE
 
-    def error(self, message: str) -> bytes:
-        return event(openai_error(message, 500)) + DONE
+    def error(self, message: str, partial: Partial | None) -> bytes:
+        extra = self.failure(partial) if partial else None
+        return event(openai_error(message, 500, extra=extra)) + DONE
+
+    def failure(self, partial: Partial) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": partial.text}
+        if partial.thinking:
+            message["reasoning_content"] = message["reasoning"] = partial.thinking
+        return _partial({"message": message}, partial)
 
     def whole(self, chunk: TextChunk, finished: Finished) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": chunk.text}
@@ -147,8 +162,12 @@ class CompletionCodec:
             out += event(self._base | {"object": "text_completion", "choices": [], "usage": usage(finished)})
         return out + DONE
 
-    def error(self, message: str) -> bytes:
-        return event(openai_error(message, 500)) + DONE
+    def error(self, message: str, partial: Partial | None) -> bytes:
+        extra = self.failure(partial) if partial else None
+        return event(openai_error(message, 500, extra=extra)) + DONE
+
+    def failure(self, partial: Partial) -> dict[str, Any]:
+        return _partial({"text": partial.text}, partial)
 
     def whole(self, chunk: TextChunk, finished: Finished) -> dict[str, Any]:
         choice = {
@@ -180,7 +199,13 @@ def register(app: Quart, services: Services) -> None:
             "logprobs": body.get("logprobs"),
             "top_logprobs": body.get("top_logprobs"),
         }
-        steering = read_steering(native, model.name, model.info, tool_choice=body.get("tool_choice", "auto"))
+        steering = read_steering(
+            native,
+            model.name,
+            model.info,
+            tool_choice=body.get("tool_choice", "auto"),
+            parallel_tool_calls=body.get("parallel_tool_calls", True),
+        )
         request = services.generation_request(native, model, messages, has_input=True, steering=steering)
         stream, include_usage = _stream_options(body)
         codec = ChatCodec(str(body["model"]), include_usage)

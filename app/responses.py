@@ -20,7 +20,7 @@ from quart import Response
 from app.errors import ApiError, ServiceUnavailable
 from app.ndjson import NDJSON, json_response, line
 from inference.engine import Engine, EngineBusy
-from inference.job import Event, Failed, Finished, GenerationRequest, Job, TextChunk
+from inference.job import Event, Failed, Finished, GenerationRequest, Job, Partial, TextChunk
 
 
 class Codec(Protocol):
@@ -36,8 +36,12 @@ class Codec(Protocol):
 
     def end(self, finished: Finished) -> bytes: ...
 
-    def error(self, message: str) -> bytes:
+    def error(self, message: str, partial: Partial | None) -> bytes:
         """The stream's last bytes when generation fails after the response began."""
+        ...
+
+    def failure(self, partial: Partial) -> dict[str, Any]:
+        """The fields a failed reply's error carries besides its message: what was generated."""
         ...
 
     def whole(self, chunk: TextChunk, finished: Finished) -> dict[str, Any]:
@@ -70,8 +74,20 @@ class NdjsonCodec:
     def end(self, finished: Finished) -> bytes:
         return line(self._final(EMPTY, finished))
 
-    def error(self, message: str) -> bytes:
-        return line({"error": message})
+    def error(self, message: str, partial: Partial | None) -> bytes:
+        return line({"error": message} | (self.failure(partial) if partial else {}))
+
+    def failure(self, partial: Partial) -> dict[str, Any]:
+        """``partial`` (the message, or ``response`` and ``thinking``) and the final chunk's
+        ``done_reason`` (when the reply ended by itself) and metrics."""
+        out = self._final(TextChunk(partial.text, partial.thinking), partial.finished)
+        for key in ("model", "created_at", "done"):
+            out.pop(key, None)
+        if not out.get("done_reason"):
+            out.pop("done_reason", None)
+        if "message" in out:
+            return {"partial": out.pop("message")} | out
+        return {"partial": {k: out.pop(k) for k in ("response", "thinking") if k in out}} | out
 
     def whole(self, chunk: TextChunk, finished: Finished) -> dict[str, Any]:
         return self._final(chunk, finished)
@@ -90,7 +106,7 @@ async def respond(engine: Engine, request: GenerationRequest, *, stream: bool, c
     try:
         first = await _receive(job)
         if isinstance(first, Failed):
-            raise ApiError(first.message, first.status)
+            raise _api_error(first, codec)
         if not stream or (isinstance(first, Finished) and first.done_reason in ("load", "unload")):
             return json_response(await _aggregate(job, first, codec))
     except BaseException:
@@ -101,6 +117,11 @@ async def respond(engine: Engine, request: GenerationRequest, *, stream: bool, c
     response = Response(body, content_type=codec.media_type)
     response.timeout = None  # Quart's 60 s default would cut long streams silently
     return response
+
+
+def _api_error(failed: Failed, codec: Codec) -> ApiError:
+    extra = codec.failure(failed.partial) if failed.partial is not None else None
+    return ApiError(failed.message, failed.status, extra=extra)
 
 
 async def _receive(job: Job) -> Event:
@@ -126,7 +147,7 @@ async def _aggregate(job: Job, event: Event, codec: Codec) -> dict[str, Any]:
                 )
                 return codec.whole(whole, event)
             else:
-                raise ApiError(event.message, event.status)
+                raise _api_error(event, codec)
             event = await _receive(job)
     finally:
         job.close()
@@ -146,7 +167,7 @@ async def _stream(job: Job, event: Event, codec: Codec) -> AsyncIterator[bytes]:
                     yield b"".join(pending) + codec.end(next_event)
                     return
                 else:
-                    yield b"".join(pending) + codec.error(next_event.message)
+                    yield b"".join(pending) + codec.error(next_event.message, next_event.partial)
                     return
                 next_event = job.receive_nowait()
             yield b"".join(pending)

@@ -47,14 +47,20 @@ def read_steering(
     *,
     allow_tools: bool = True,
     tool_choice: object = "auto",
+    parallel_tool_calls: object = True,
 ) -> Steering:
     """The request's steering; 400 for bad values or what the model cannot do.
 
-    ``tool_choice`` (OpenAI's): ``"auto"``, ``"none"`` (tools are not offered), ``"required"``
-    (at least one call), or ``{"type": "function", "function": {"name": ...}}`` (that tool only).
+    ``tool_choice`` (OpenAI's, also read on ``/api/chat``): ``"auto"``, ``"none"`` (tools are not
+    offered), ``"required"`` (the reply is calls only), or ``{"type": "function", "function":
+    {"name": ...}}`` (calls of that tool only). ``parallel_tool_calls: false`` allows one call.
     """
     short = model.removesuffix(":latest")
     try:
+        if parallel_tool_calls is None:
+            parallel_tool_calls = True
+        if not isinstance(parallel_tool_calls, bool):
+            raise FieldError("parallel_tool_calls must be true or false")
         fmt = check_format(body.get("format"))
         think = check_think(body.get("think"))
         tools = check_tools(body.get("tools")) if allow_tools else []
@@ -78,6 +84,7 @@ def read_steering(
         tools=toolset,
         tool_format=calls,
         tool_required=required,
+        tool_parallel=parallel_tool_calls,
         split_thinking=thinking,
         think=(think is not False) if thinking else None,
     )
@@ -86,6 +93,8 @@ def read_steering(
 def _apply_choice(tools: list[dict[str, Any]], choice: object) -> tuple[list[dict[str, Any]], bool]:
     if choice is None or choice == "auto":
         return tools, False
+    if choice == "any":  # Anthropic's and LangChain's word for "required"
+        choice = "required"
     if choice == "none":
         return [], False
     if choice == "required":
@@ -108,7 +117,7 @@ def _apply_choice(tools: list[dict[str, Any]], choice: object) -> tuple[list[dic
 
 
 def _check_enforceable(fmt: str, toolset: ToolSet) -> None:
-    grammar = tool_grammar(fmt, toolset.tools, thinking=False, inside=False)
+    grammar = tool_grammar(fmt, toolset.tools, thinking=False, inside=False, required=True)
     problem = LLMatcher.validate_grammar(grammar) if grammar else ""
     if problem:
         raise BadRequest(f"tools cannot be enforced: {problem.strip()}")

@@ -15,7 +15,7 @@ import string
 import time
 
 from inference.backend import GenerationCancelled, LoadedModel, Step, TokenLogprob
-from inference.job import CallOut, Failed, Finished, Job, Steering, TextChunk
+from inference.job import CallOut, Failed, Finished, Job, Partial, Steering, TextChunk
 from inference.stops import StopMatcher
 from validation.constraint import ConstraintError, TokenConstraint
 from validation.grammars import MARKERS, answer_grammar, tool_grammar
@@ -47,6 +47,7 @@ class _Reply:
         steering = job.request.steering
         self._job = job
         self._tools = steering.tools
+        self._keep_thinking = steering.think is not False
         self._parser = ReplyParser(
             split_thinking=steering.split_thinking,
             inside=inside,
@@ -85,6 +86,13 @@ class _Reply:
             return True
         return self._job.emit(TextChunk(delta.content, delta.thinking, tuple(calls), self._take_scores()))
 
+    def written(self) -> tuple[str, str]:
+        """The reply so far as the model wrote it: answer text (markers and all) and reasoning."""
+        if self._plain:
+            return "".join(self.answer), ""
+        thinking = "".join(self._parser.reasoning) if self._keep_thinking else ""
+        return "".join(self._parser.written), thinking
+
     def _take_scores(self) -> tuple[TokenLogprob, ...]:
         scores, self.scores = tuple(self.scores), []
         return scores
@@ -101,7 +109,7 @@ def _grammar(steering: Steering, model: LoadedModel, inside: bool) -> str | None
         return steering.output_format.grammar
     tokens = model.single_tokens(MARKERS)
     if steering.output_format is not None:
-        return answer_grammar(steering.output_format.schema, thinking=True, inside=inside, tokens=tokens)
+        return answer_grammar(steering.output_format.decoded, thinking=True, inside=inside, tokens=tokens)
     if steering.tools is not None and steering.tool_format is not None:
         return tool_grammar(
             steering.tool_format,
@@ -110,6 +118,7 @@ def _grammar(steering: Steering, model: LoadedModel, inside: bool) -> str | None
             inside=inside,
             tokens=tokens,
             required=steering.tool_required,
+            parallel=steering.tool_parallel,
         )
     return None
 
@@ -145,7 +154,7 @@ class Generation:
         if request.prompt is not None:
             text = request.prompt
         else:
-            tools = steering.tools.tools if steering.tools is not None else ()
+            tools = steering.tools.for_template if steering.tools is not None else ()
             text = model.render_chat(
                 request.messages, tools=tools, think=steering.think, template=request.template
             )
@@ -210,7 +219,7 @@ class Generation:
         except GenerationCancelled:
             return self.cancel()
         except InvalidCall as error:
-            return self._failed("invalid tool call", f"{INVALID_CALL}: {error}", 422)
+            return self._rejected("invalid tool call", f"{INVALID_CALL}: {error}", "")
         except Exception as error:  # a parser or validator bug ends this request only
             return self.fail(error)
 
@@ -235,11 +244,33 @@ class Generation:
         log.error("generation for %s failed", self.job.request.model, exc_info=error)
         return self._failed("failed", f"an error was encountered while running the model: {error}", 500)
 
-    def _failed(self, outcome: str, message: str, status: int) -> bool:
+    def _failed(self, outcome: str, message: str, status: int, partial: Partial | None = None) -> bool:
         if not self.done:
             self._close(outcome)
-            self.job.emit(Failed(message, status))
+            self.job.emit(Failed(message, status, partial))
         return False
+
+    def _rejected(self, outcome: str, message: str, done_reason: str) -> bool:
+        """A 422: the reply failed its format or tool checks; it goes back with the error."""
+        assert self._reply is not None
+        text, thinking = self._reply.written()
+        partial = Partial(text, thinking, self._metrics(done_reason, time.perf_counter()))
+        return self._failed(outcome, message, 422, partial)
+
+    def _metrics(self, done_reason: str, end: float) -> Finished:
+        job = self.job
+        first = self._first_token_at if self._generated else end
+        return Finished(
+            done_reason=done_reason,
+            total_duration=_ns(end - job.submitted),
+            load_duration=_ns(self._start - job.submitted),
+            prompt_eval_count=len(self.prompt),
+            prompt_eval_cached_count=job.report.cached_tokens,
+            prompt_eval_duration=_ns(first - self._start),
+            eval_count=len(self._generated),
+            eval_duration=_ns(end - first),
+            context=[*self.prompt, *self._generated],
+        )
 
     def _close(self, outcome: str) -> None:
         self.done = True
@@ -258,29 +289,22 @@ class Generation:
             if steering.tool_required and not reply.calls:
                 raise InvalidCall("a tool call was required but the model answered without one")
         except InvalidCall as error:
-            return self._failed("invalid tool call", f"{INVALID_CALL}: {error}", 422)
+            message = f"{INVALID_CALL}: {error}{_ended_by(done_reason)}"
+            return self._rejected("invalid tool call", message, done_reason)
         end = time.perf_counter()
         if steering.output_format is not None:
             try:
                 steering.output_format.validate("".join(reply.answer))
             except OutputMismatch as error:
-                return self._failed(
-                    "invalid output", f"{MISMATCH}: {error} (done_reason: {done_reason})", 422
-                )
+                message = f"{MISMATCH}: {error}{_ended_by(done_reason)}"
+                return self._rejected("invalid output", message, done_reason)
         self._close("done")
         job.report.done_reason = done_reason
-        first = self._first_token_at if self._generated else end
-        job.emit(
-            Finished(
-                done_reason=done_reason,
-                total_duration=_ns(end - job.submitted),
-                load_duration=_ns(self._start - job.submitted),
-                prompt_eval_count=len(self.prompt),
-                prompt_eval_cached_count=job.report.cached_tokens,
-                prompt_eval_duration=_ns(first - self._start),
-                eval_count=len(self._generated),
-                eval_duration=_ns(end - first),
-                context=[*self.prompt, *self._generated],
-            )
-        )
+        job.emit(self._metrics(done_reason, end))
         return False
+
+
+def _ended_by(done_reason: str) -> str:
+    if done_reason == "length":
+        return " (done_reason: length: the token limit ended the reply; raise num_predict or max_tokens)"
+    return f" (done_reason: {done_reason})"

@@ -40,7 +40,8 @@ class Steering:
     output_format: OutputFormat | None = None
     tools: ToolSet | None = None
     tool_format: str | None = None
-    tool_required: bool = False
+    tool_required: bool = False  # the reply is tool calls only (tool_choice required or named)
+    tool_parallel: bool = True  # more than one call allowed (OpenAI's parallel_tool_calls)
     split_thinking: bool = False
     think: bool | None = None
 
@@ -101,11 +102,23 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Partial:
+    """What a reply that failed its format or tool checks had produced, so nothing is lost:
+    ``text`` as the model wrote it outside its reasoning (call markers and all), ``thinking``,
+    and the metrics; ``finished.done_reason`` is empty when the check cut the reply short."""
+
+    text: str
+    thinking: str
+    finished: Finished
+
+
+@dataclass(frozen=True)
 class Failed:
     """The last event of a failed job; ``status`` applies when nothing was sent yet."""
 
     message: str
     status: int = 500
+    partial: Partial | None = None
 
 
 Event = TextChunk | Finished | Failed

@@ -197,7 +197,7 @@ def test_the_date_grammar_allows_exactly_the_dates_validation_accepts() -> None:
     import datetime
     import re
 
-    from validation.structured import DATE_PATTERN
+    from validation.grammar_schema import DATE_PATTERN
 
     pattern = re.compile(DATE_PATTERN)
     for year in (0, 1, 4, 100, 400, 1900, 2000, 2023, 2024, 9999):

@@ -13,9 +13,23 @@ from typing import Any
 
 MARKERS = ("<think>", "</think>", "<tool_call>", "</tool_call>", "[TOOL_CALLS]")
 
+from validation.grammar_schema import grammar_copy, tool_arguments
+
 # Separators real models write in tool calls (json.dumps defaults), so a call stays on-distribution.
-TOOL_JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-ANSWER_JSON_STYLE = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
+# ``oneOf`` is decoded as ``anyOf`` (pydantic's discriminated unions are ``oneOf``); the validator
+# still checks that exactly one branch matches.
+TOOL_JSON_STYLE = {
+    "whitespace_flexible": False,
+    "item_separator": ", ",
+    "key_separator": ": ",
+    "coerce_one_of": True,
+}
+ANSWER_JSON_STYLE = {
+    "whitespace_flexible": False,
+    "item_separator": ",",
+    "key_separator": ":",
+    "coerce_one_of": True,
+}
 
 
 def _embed(schema: dict[str, Any], style: dict[str, Any]) -> str:
@@ -45,7 +59,8 @@ def _thinking_prefix(inside: bool, tokens: Mapping[str, int]) -> str:
 def answer_grammar(
     schema: dict[str, Any], *, thinking: bool, inside: bool, tokens: Mapping[str, int] | None = None
 ) -> str:
-    """The answer is JSON for ``schema``; with ``thinking`` a reasoning block may come first."""
+    """The answer is JSON for ``schema`` (a grammar copy, :func:`grammar_copy`); with
+    ``thinking`` a reasoning block may come first."""
     body = _embed(schema, ANSWER_JSON_STYLE)
     if not thinking:
         return f"%llguidance {{}}\nstart: {body}\n"
@@ -54,20 +69,28 @@ def answer_grammar(
 
 
 def call_schema(tools: list[dict[str, Any]], arguments_key: str = "arguments") -> dict[str, Any]:
-    """One JSON object naming a declared tool, with arguments valid for that tool."""
+    """One JSON object naming a declared tool, with arguments valid for that tool.
+
+    Each tool's parameters move under the root's ``$defs`` (their own ``$defs`` and ``$ref``\\ s
+    rebased there), so references resolve inside the wrapper; keys follow the declared order.
+    """
     branches = []
-    for tool in tools:
+    definitions: dict[str, Any] = {}
+    for i, tool in enumerate(tools):
         function = tool["function"]
-        parameters = function.get("parameters") or {"type": "object"}
+        parameters = grammar_copy(function.get("parameters") or {"type": "object"})
+        reference, moved = tool_arguments(parameters, f"trillm_tool_{i}")
+        definitions |= moved
         branches.append(
             {
                 "type": "object",
-                "properties": {"name": {"const": function["name"]}, arguments_key: parameters},
+                "properties": {"name": {"const": function["name"]}, arguments_key: reference},
                 "required": ["name", arguments_key],
                 "additionalProperties": False,
             }
         )
-    return {"anyOf": branches} if len(branches) > 1 else branches[0]
+    root = {"anyOf": branches} if len(branches) > 1 else branches[0]
+    return {"$defs": definitions} | root
 
 
 def tool_grammar(
@@ -78,24 +101,39 @@ def tool_grammar(
     inside: bool,
     tokens: Mapping[str, int] | None = None,
     required: bool = False,
+    parallel: bool = True,
 ) -> str | None:
     """Free text with tool calls whose JSON is bound to the declared tools, for formats that
     frame calls with a marker; ``None`` where only parsing and validation apply. ``tokens``
-    maps markers the tokenizer holds as single added tokens to their ids; ``required`` demands
-    at least one call."""
+    maps markers the tokenizer holds as single added tokens to their ids.
+
+    ``required``: the reply is calls only, from its first token (after a reasoning block on
+    thinking models), one per line, and ends after a call; with ``parallel=False`` exactly one.
+    """
     tokens = tokens or {}
     if fmt == "hermes":
         body = _embed(call_schema(tools), TOOL_JSON_STYLE)
-        call = f"call: call_head /\\n?/ {body} /\\n?/ {_literal('</tool_call>', tokens)}\n"
-        call += _marker("<tool_call>", tokens, "call_head")
+        frame = f"/\\n?/ {body} /\\n?/ {_literal('</tool_call>', tokens)}"
+        open_call = f"open_call: {_literal('<tool_call>', tokens)} {frame}\n"
+        call = f"call: call_head {frame}\n" + _marker("<tool_call>", tokens, "call_head")
     elif fmt == "mistral":
-        array = {"type": "array", "items": call_schema(tools), "minItems": 1}
-        call = f"call: call_head {_embed(array, TOOL_JSON_STYLE)}\n" + _marker(
-            "[TOOL_CALLS]", tokens, "call_head"
-        )
+        array: dict[str, Any] = {"type": "array", "items": call_schema(tools), "minItems": 1}
+        if required and not parallel:
+            array["maxItems"] = 1
+        body = _embed(array, TOOL_JSON_STYLE)
+        open_call = f"open_call: {_literal('[TOOL_CALLS]', tokens)} {body}\n"
+        call = f"call: call_head {body}\n" + _marker("[TOOL_CALLS]", tokens, "call_head")
+        parallel = False  # one array holds every call
     else:
         return None
-    calls = "(call)+" if required else "(call)*"
-    head = f"start: think {calls} tail\n" if thinking else f"start: {calls} tail\n"
-    rules = "tail: TEXT\nTEXT: /(.|\\n)*/\n" + call
-    return "%llguidance {}\n" + head + rules + (_thinking_prefix(inside, tokens) if thinking else "")
+    think = "think " if thinking else ""
+    if required:
+        calls = 'open_call ("\\n" open_call)*' if parallel else "open_call"
+        rules = f"start: {think}{calls}\n" + open_call
+    else:
+        rules = f"start: {think}(call)* tail\ntail: TEXT\nTEXT: /(.|\\n)*/\n" + call
+    if thinking:
+        rules += _thinking_prefix(inside, tokens)
+        if required:
+            rules += "TEXT: /(.|\\n)*/\n"
+    return "%llguidance {}\n" + rules

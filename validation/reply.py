@@ -39,6 +39,10 @@ class ReplyParser:
         self._thinking = ThinkingParser(inside=inside) if split_thinking else None
         self._keep = keep_thinking
         self._tools: ToolCallParser | None = make_parser(tool_format) if tool_format else None
+        # Everything written outside reasoning, call markers and all, and the reasoning itself:
+        # what a failed reply reports, since a call that did not parse never reaches ``calls``.
+        self.written: list[str] = []
+        self.reasoning: list[str] = []
 
     def feed(self, text: str) -> ReplyDelta:
         if self._thinking is None:
@@ -51,6 +55,9 @@ class ReplyParser:
         return self._answer(thinking, content, final=True)
 
     def _answer(self, thinking: str, content: str, *, final: bool) -> ReplyDelta:
+        self.written.append(content)
+        if thinking:
+            self.reasoning.append(thinking)
         delta = ReplyDelta(thinking=thinking if self._keep else "")
         if self._tools is None:
             delta.content = content

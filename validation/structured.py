@@ -18,6 +18,7 @@ import jsonschema
 from jsonschema.exceptions import SchemaError
 from llguidance import LLMatcher
 
+from validation.grammar_schema import grammar_copy
 from validation.request_checks import FieldError
 
 JSON_OBJECT: dict[str, Any] = {"type": "object"}
@@ -30,30 +31,6 @@ _COMPILE_OPTIONS: dict[str, Any] = {
 }
 
 
-# Exactly the calendar dates Python's ``date.fromisoformat`` (jsonschema's ``date`` check) accepts:
-# llguidance's own ``date`` format also allows year 0000 and days such as 02-31.
-_YEAR = r"(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"
-_LEAP_YEAR = r"([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)"
-DATE_PATTERN = (
-    rf"^({_YEAR}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
-    rf"|02-(0[1-9]|1[0-9]|2[0-8]))|{_LEAP_YEAR}-02-29)$"
-)
-
-
-def grammar_schema(schema: Any) -> Any:
-    """``schema`` as the grammar compiler should see it: ``"format": "date"`` (without a pattern of
-    its own) becomes :data:`DATE_PATTERN`, so what the grammar allows is what validation accepts."""
-    if isinstance(schema, list):
-        return [grammar_schema(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {key: grammar_schema(value) for key, value in schema.items()}
-    if out.get("format") == "date" and "pattern" not in out:
-        del out["format"]
-        out["pattern"] = DATE_PATTERN
-    return out
-
-
 class OutputMismatch(ValueError):
     """A finished reply is not valid JSON for the schema; the message names the path and reason."""
 
@@ -64,6 +41,8 @@ class OutputFormat:
 
     schema: dict[str, Any]
     grammar: str
+    decoded: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
+    """The schema's grammar copy (:func:`grammar_copy`): what decoding enforces."""
     _validator: Any = field(compare=False, repr=False, default=None)
 
     def validate(self, text: str) -> None:
@@ -128,25 +107,27 @@ def compile_schema(schema: dict[str, Any]) -> OutputFormat:
     except SchemaError as error:
         where = error.json_path if error.path else "the schema"
         raise FieldError(f"invalid JSON Schema in format at {where}: {error.message}") from error
+    decoded = grammar_copy(schema)
     try:
-        grammar = LLMatcher.grammar_from_json_schema(grammar_schema(schema), overrides=_COMPILE_OPTIONS)  # type: ignore[arg-type]
+        grammar = LLMatcher.grammar_from_json_schema(decoded, overrides=_COMPILE_OPTIONS)  # type: ignore[arg-type]
     except ValueError as error:
         raise FieldError(f"invalid JSON Schema in format: {error}") from error
     problem = LLMatcher.validate_grammar(grammar)
     if problem:
         raise FieldError(f"format cannot be enforced: {problem.strip()}")
     validator = validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
-    return OutputFormat(schema=schema, grammar=grammar, _validator=validator)
+    return OutputFormat(schema=schema, grammar=grammar, decoded=decoded, _validator=validator)
 
 
 def prepare_format(value: str | dict[str, Any]) -> OutputFormat:
     """The :class:`OutputFormat` for a ``format`` already shape-checked by ``check_format``.
 
-    Checked formats are remembered (by their canonical JSON), so a repeated schema is not
-    checked and compiled again.
+    Checked formats are remembered by their JSON text, so a repeated schema is not checked and
+    compiled again. The text keeps the schema's key order: properties are decoded in the order
+    they are declared, so two schemas that differ only in order are different formats.
     """
     schema = value if isinstance(value, dict) else JSON_OBJECT
-    return _prepare_cached(json.dumps(schema, sort_keys=True))
+    return _prepare_cached(json.dumps(schema, separators=(",", ":")))
 
 
 @functools.lru_cache(maxsize=256)

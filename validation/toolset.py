@@ -11,11 +11,29 @@ from validation.request_checks import FieldError
 from validation.tool_calls import ToolCall
 
 
+# What chat templates are written for (and models trained on): other keys a client sends, such as
+# OpenAI's ``strict``, would change the prompt the model sees.
+TEMPLATE_KEYS = ("name", "description", "parameters")
+
+
+def template_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """``tool`` in the shape chat templates render: ``type`` and the function's name,
+    description and parameters, nothing else."""
+    function = tool["function"]
+    return {"type": "function", "function": {k: function[k] for k in TEMPLATE_KEYS if k in function}}
+
+
 class ToolSet:
-    """Validated tool definitions (``{"type": "function", "function": {...}}``)."""
+    """Validated tool definitions (``{"type": "function", "function": {...}}``).
+
+    ``tools`` are as the client sent them; ``for_template`` is what the chat template renders.
+    Every declared schema is enforced while decoding and checked afterwards, so OpenAI's
+    ``strict: true`` holds whatever its value.
+    """
 
     def __init__(self, tools: list[dict[str, Any]]) -> None:
         self.tools = tools
+        self.for_template = [template_tool(tool) for tool in tools]
         self._validators: dict[str, Any] = {}
         for i, tool in enumerate(tools):
             function = tool["function"]
