@@ -11,9 +11,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-MARKERS = ("<think>", "</think>", "<tool_call>", "</tool_call>", "[TOOL_CALLS]")
-
 from validation.grammar_schema import grammar_copy, tool_arguments
+
+MARKERS = ("<think>", "</think>", "<tool_call>", "</tool_call>", "[TOOL_CALLS]")
 
 # Separators real models write in tool calls (json.dumps defaults), so a call stays on-distribution.
 # ``oneOf`` is decoded as ``anyOf`` (pydantic's discriminated unions are ``oneOf``); the validator

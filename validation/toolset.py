@@ -10,7 +10,6 @@ from jsonschema.exceptions import SchemaError
 from validation.request_checks import FieldError
 from validation.tool_calls import ToolCall
 
-
 # What chat templates are written for (and models trained on): other keys a client sends, such as
 # OpenAI's ``strict``, would change the prompt the model sees.
 TEMPLATE_KEYS = ("name", "description", "parameters")
