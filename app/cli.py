@@ -117,6 +117,8 @@ def _run(client: Client, args: argparse.Namespace) -> None:
 
     response = client.http.post("/api/show", json={"model": args.model})
     if response.status_code == 404:
+        if not _pullable(args.model):
+            raise CliError(_not_found(client, args.model))
         _pull(client, args)
     elif response.is_error:
         raise CliError(server_message(response))
@@ -129,6 +131,30 @@ def _run(client: Client, args: argparse.Namespace) -> None:
         keep_alive=args.keepalive,
     )
     repl.run(client, session, " ".join(args.prompt))
+
+
+def _pullable(name: str) -> bool:
+    """Whether ``name`` could be a Hugging Face repo id, the only thing ``pull`` fetches."""
+    return "/" in name.removeprefix("hf.co/").removeprefix("huggingface.co/")
+
+
+def _not_found(client: Client, name: str) -> str:
+    """The message for a name that is neither stored nor pullable, with the closest local names."""
+    import difflib
+
+    listed = client.http.get("/api/tags")
+    names = [m["name"] for m in listed.json().get("models", [])] if listed.is_success else []
+    short = {n.removesuffix(":latest"): n for n in names}
+    close = difflib.get_close_matches(name.removesuffix(":latest"), list(short), n=3, cutoff=0.5)
+    message = f"model '{name}' not found"
+    if close:
+        message += f"; the closest local models are {', '.join(close)}"
+    elif names:
+        message += "; `trillm list` shows the local models"
+    return (
+        message + ". `trillm pull` takes a Hugging Face repo id: ORG/REPO for an MLX model "
+        "(e.g. mlx-community/Qwen2.5-0.5B-Instruct-4bit) or hf.co/ORG/REPO:QUANT for a GGUF"
+    )
 
 
 def _create(client: Client, args: argparse.Namespace) -> None:

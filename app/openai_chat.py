@@ -1,4 +1,4 @@
-"""``POST /v1/chat/completions`` and ``POST /v1/completions``: OpenAI's protocol on the same engine.
+"""``POST /v1/chat/completions``: OpenAI's protocol on the same engine.
 
 The body is translated to a native request (``app/openai_request.py``), run exactly like
 ``/api/chat``, and encoded by a codec that speaks OpenAI: ``chat.completion`` objects, or SSE chunks
@@ -24,6 +24,10 @@ from app.steering import read_steering
 from inference.job import CallOut, Finished, Partial, TextChunk
 
 SSE = "text/event-stream"
+NO_EMBEDDINGS = (
+    "embeddings are not implemented by this server yet: trillm serves chat and completion "
+    "models only (no /api/embed or /api/embeddings); use another server for embedding models"
+)
 
 
 def finish_reason(finished: Finished, called: bool) -> str:
@@ -41,7 +45,7 @@ def usage(finished: Finished) -> dict[str, Any]:
     }
 
 
-def _partial(payload: dict[str, Any], partial: Partial) -> dict[str, Any]:
+def failed_choice(payload: dict[str, Any], partial: Partial) -> dict[str, Any]:
     """A failed reply inside OpenAI's error object: ``partial`` (the choice as far as it got,
     ``finish_reason`` null when the check cut it short) and ``usage``."""
     done = partial.finished.done_reason
@@ -120,7 +124,7 @@ class ChatCodec:
         message: dict[str, Any] = {"role": "assistant", "content": partial.text}
         if partial.thinking:
             message["reasoning_content"] = message["reasoning"] = partial.thinking
-        return _partial({"message": message}, partial)
+        return failed_choice({"message": message}, partial)
 
     def whole(self, chunk: TextChunk, finished: Finished) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": chunk.text}
@@ -137,49 +141,7 @@ class ChatCodec:
         return self._base | {"object": "chat.completion", "choices": [choice], "usage": usage(finished)}
 
 
-class CompletionCodec:
-    """``text_completion`` objects and events."""
-
-    media_type = SSE
-
-    def __init__(self, model: str, include_usage: bool) -> None:
-        self._base = {"id": f"cmpl-{secrets.token_hex(12)}", "created": int(time.time()), "model": model}
-        self._usage = include_usage
-
-    def _event(self, text: str, reason: str | None) -> bytes:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
-        return event(self._base | {"object": "text_completion", "choices": [choice]})
-
-    def head(self) -> bytes:
-        return b""
-
-    def part(self, chunk: TextChunk) -> bytes:
-        return self._event(chunk.text, None) if chunk.text else b""
-
-    def end(self, finished: Finished) -> bytes:
-        out = self._event("", finish_reason(finished, False))
-        if self._usage:
-            out += event(self._base | {"object": "text_completion", "choices": [], "usage": usage(finished)})
-        return out + DONE
-
-    def error(self, message: str, partial: Partial | None) -> bytes:
-        extra = self.failure(partial) if partial else None
-        return event(openai_error(message, 500, extra=extra)) + DONE
-
-    def failure(self, partial: Partial) -> dict[str, Any]:
-        return _partial({"text": partial.text}, partial)
-
-    def whole(self, chunk: TextChunk, finished: Finished) -> dict[str, Any]:
-        choice = {
-            "index": 0,
-            "text": chunk.text,
-            "logprobs": None,
-            "finish_reason": finish_reason(finished, False),
-        }
-        return self._base | {"object": "text_completion", "choices": [choice], "usage": usage(finished)}
-
-
-def _stream_options(body: dict[str, Any]) -> tuple[bool, bool]:
+def stream_options(body: dict[str, Any]) -> tuple[bool, bool]:
     stream = fields.typed(body, "stream", bool, False)
     options = body.get("stream_options") or {}
     return stream, bool(isinstance(options, dict) and options.get("include_usage"))
@@ -207,27 +169,8 @@ def register(app: Quart, services: Services) -> None:
             parallel_tool_calls=body.get("parallel_tool_calls", True),
         )
         request = services.generation_request(native, model, messages, has_input=True, steering=steering)
-        stream, include_usage = _stream_options(body)
+        stream, include_usage = stream_options(body)
         codec = ChatCodec(str(body["model"]), include_usage)
-        return await respond(services.engine, request, stream=stream, codec=codec)
-
-    @app.post("/v1/completions")
-    async def completions() -> Response:
-        body = await fields.read_body()
-        model = services.find_model(body.get("model"))
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str) or not prompt:
-            raise openai_request.bad("prompt must be a non-empty string", "prompt")
-        if body.get("logprobs") is not None:
-            raise openai_request.bad(
-                "logprobs on /v1/completions is not supported; use /v1/chat/completions", "logprobs"
-            )
-        if body.get("suffix"):
-            raise openai_request.bad("suffix (fill-in-the-middle) is not supported by this model", "suffix")
-        native = {"options": openai_request.options(body)}
-        request = services.generation_request(native, model, [], has_input=True, prompt=prompt)
-        stream, include_usage = _stream_options(body)
-        codec = CompletionCodec(str(body["model"]), include_usage)
         return await respond(services.engine, request, stream=stream, codec=codec)
 
     @app.post("/v1/embeddings")
@@ -236,3 +179,9 @@ def register(app: Quart, services: Services) -> None:
         body = await fields.read_body()
         model = services.find_model(body.get("model"))
         return error_response(f'"{model.name}" does not support embeddings', 400, "model")
+
+    @app.post("/api/embed")
+    @app.post("/api/embeddings")
+    async def ollama_embeddings() -> Response:
+        # A bare 404 here reads to clients as "model missing"; say what is really missing.
+        return error_response(NO_EMBEDDINGS, 501)

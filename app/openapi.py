@@ -89,6 +89,8 @@ CHAT = {
     "think": THINK,
     "logprobs": BOOLEAN,
     "top_logprobs": INTEGER,
+    "tool_choice": {"oneOf": [{"enum": ["auto", "none", "required", "any"]}, {"type": "object"}]},
+    "parallel_tool_calls": BOOLEAN,
 }
 GENERATE = {
     "model": MODEL,
@@ -232,6 +234,8 @@ def document() -> dict[str, Any]:
                         **OPENAI_COMMON,
                         "messages": {"type": "array", "items": OPENAI_MESSAGE},
                         "tools": TOOLS,
+                        "tool_choice": CHAT["tool_choice"],
+                        "parallel_tool_calls": BOOLEAN,
                         "response_format": {"type": "object"},
                     },
                     ("model", "messages"),
@@ -242,7 +246,14 @@ def document() -> dict[str, Any]:
         "/v1/completions": {
             "post": _op(
                 "OpenAI completions",
-                _body({**OPENAI_COMMON, "prompt": STRING}, ("model", "prompt")),
+                _body(
+                    {
+                        **OPENAI_COMMON,
+                        "prompt": {"oneOf": [STRING, {"type": "array", "items": STRING}]},
+                        "logprobs": INTEGER,
+                    },
+                    ("model", "prompt"),
+                ),
                 _answers("a completion", 400, 404, 422, 503),
             )
         },
@@ -255,6 +266,16 @@ def document() -> dict[str, Any]:
                     "400": {"description": "error"},
                 },
             )
+        },
+        **{
+            path: {
+                "post": _op(
+                    "embeddings (not implemented yet: 501)",
+                    _body({"model": MODEL, "input": {}, "prompt": STRING}),
+                    {"501": {"description": "not implemented", "content": {"application/json": {}}}},
+                )
+            }
+            for path in ("/api/embed", "/api/embeddings")
         },
         "/v1/models": {"get": _op("OpenAI model list", None, _answers("models"))},
         "/v1/models/{model}": {

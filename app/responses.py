@@ -11,7 +11,7 @@ reason, including the client going away (Quart-Trio cancels both), so generation
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -81,7 +81,7 @@ class NdjsonCodec:
         """``partial`` (the message, or ``response`` and ``thinking``) and the final chunk's
         ``done_reason`` (when the reply ended by itself) and metrics."""
         out = self._final(TextChunk(partial.text, partial.thinking), partial.finished)
-        for key in ("model", "created_at", "done"):
+        for key in ("model", "created_at", "done", "context"):
             out.pop(key, None)
         if not out.get("done_reason"):
             out.pop("done_reason", None)
@@ -124,6 +124,51 @@ def _api_error(failed: Failed, codec: Codec) -> ApiError:
     return ApiError(failed.message, failed.status, extra=extra)
 
 
+async def respond_all(
+    engine: Engine, requests: list[GenerationRequest], *, stream: bool, codecs: Sequence[Codec]
+) -> Response | list[dict[str, Any]]:
+    """Run several requests together (a list of prompts): every job is submitted before any is
+    read, so the engine batches them. Not streamed: each one's ``whole`` object, in order.
+    Streamed: one response sending each job's events in turn (the later jobs' events wait in
+    their channels meanwhile); its status comes from the first job's first event."""
+    jobs: list[Job] = []
+    try:
+        for request in requests:
+            jobs.append(submit(engine, request))
+        if not stream:
+            return [
+                await _aggregate(job, await _receive(job), codec)
+                for job, codec in zip(jobs, codecs, strict=True)
+            ]
+        first = await _receive(jobs[0])
+        if isinstance(first, Failed):
+            raise _api_error(first, codecs[0])
+    except BaseException:
+        for job in jobs:
+            job.close()
+        raise
+    body = _stream_each(jobs, first, codecs)
+    for job in jobs:
+        weakref.finalize(body, job.close)
+    response = Response(body, content_type=codecs[0].media_type)
+    response.timeout = None
+    return response
+
+
+async def _stream_each(jobs: list[Job], first: Event, codecs: Sequence[Codec]) -> AsyncIterator[bytes]:
+    try:
+        for i, (job, codec) in enumerate(zip(jobs, codecs, strict=True)):
+            event = first if i == 0 else await _receive(job)
+            failures: list[str] = []
+            async for data in _stream(job, event, codec, failures):
+                yield data
+            if failures:  # the error event ended the stream
+                return
+    finally:
+        for job in jobs:
+            job.close()
+
+
 async def _receive(job: Job) -> Event:
     try:
         return await job.receive()
@@ -153,9 +198,12 @@ async def _aggregate(job: Job, event: Event, codec: Codec) -> dict[str, Any]:
         job.close()
 
 
-async def _stream(job: Job, event: Event, codec: Codec) -> AsyncIterator[bytes]:
+async def _stream(
+    job: Job, event: Event, codec: Codec, failures: list[str] | None = None
+) -> AsyncIterator[bytes]:
     """One encoded chunk per event. Events that queued up while the previous write was in
-    flight go out in one write (still one chunk each), so a busy loop never falls behind."""
+    flight go out in one write (still one chunk each), so a busy loop never falls behind.
+    An error that ends the stream is also appended to ``failures``."""
     try:
         pending = [codec.head()]
         while True:
@@ -167,6 +215,8 @@ async def _stream(job: Job, event: Event, codec: Codec) -> AsyncIterator[bytes]:
                     yield b"".join(pending) + codec.end(next_event)
                     return
                 else:
+                    if failures is not None:
+                        failures.append(next_event.message)
                     yield b"".join(pending) + codec.error(next_event.message, next_event.partial)
                     return
                 next_event = job.receive_nowait()

@@ -4,7 +4,8 @@ On a loopback bind a browser page on any site could otherwise reach the server t
 name that resolves to 127.0.0.1; requests whose Host is not local are refused with 403, as Ollama
 does (CVE-2024-28224). With ``TRILLM_API_KEY`` set, every route needs the key, as
 ``Authorization: Bearer KEY`` or ``X-Api-Key: KEY`` (401 otherwise; CORS preflights excepted, since
-browsers send them without credentials). A request with more than ``max_headers`` headers gets 431;
+browsers send them without credentials), except the liveness check ``GET /`` and ``HEAD /``, which
+says nothing but that the server runs, as on vLLM and llama-server. A request with more than ``max_headers`` headers gets 431;
 ``TRILLM_DISABLE_MANAGEMENT`` turns pull, create, copy, delete and blob uploads off (403). CORS
 follows Ollama's allow-list plus ``TRILLM_ORIGINS``/``OLLAMA_ORIGINS``.
 """
@@ -107,7 +108,12 @@ def install(app: Quart, settings: Settings) -> None:
             return error_response(f"too many request headers (the limit is {settings.max_headers})", 431)
         if request.method == "OPTIONS":
             return Response("", status=204)
-        if key is not None and not hmac.compare_digest(presented_key(request.headers).encode(), key):
+        liveness = request.path == "/" and request.method in ("GET", "HEAD")
+        if (
+            key is not None
+            and not liveness
+            and not hmac.compare_digest(presented_key(request.headers).encode(), key)
+        ):
             response = error_response(
                 "unauthorized: this server needs an API key, sent as 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'",
                 401,

@@ -24,6 +24,7 @@ from app import (
     manage,
     models,
     openai_chat,
+    openai_completions,
     openai_models,
     openapi,
     security,
@@ -95,6 +96,7 @@ def create_app(settings: Settings, backends: list[Backend] | None = None) -> Qua
     generate.register(app, services)
     chat.register(app, services)
     openai_chat.register(app, services)
+    openai_completions.register(app, services)
     openai_models.register(app, services)
     openapi.register(app, metrics=settings.metrics)
     if settings.metrics:

@@ -32,7 +32,7 @@ from typing import Any, cast
 
 from inference.manifest import Manifest
 from inference.names import ModelName, parse_name
-from inference.store import ModelStore, StoredModel, StoreError, safe_relative
+from inference.store import ModelNotFound, ModelStore, StoredModel, StoreError, safe_relative
 
 # What a model directory needs, as mlx-lm downloads it (remote code is never fetched).
 MLX_FILES = ("*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja")
@@ -100,7 +100,18 @@ def pull_model(
     endpoint: str | None = None,
     token: str | None = None,
 ) -> StoredModel:
-    """Download ``name`` into ``store``; raises :class:`PullError` or :class:`PullCancelled`."""
+    """Download ``name`` into ``store``; raises :class:`PullError` or :class:`PullCancelled`.
+
+    A model already in the store (pulled, copied in or Ollama's) is a success at once, as in
+    Ollama, without asking the hub: scripts that pull before use keep working offline.
+    """
+    try:
+        existing = store.resolve(name)
+    except ModelNotFound:
+        pass
+    else:
+        report(PullProgress("success"))
+        return existing
     wanted = parse_name(name)
     if wanted.namespace is None:
         raise PullError(

@@ -169,13 +169,19 @@ async def test_truncation_is_an_error_naming_the_path(server: Server) -> None:
     async with server.client() as client:
         r = await client.post("/api/generate", json=body | {"stream": False})
         assert r.status_code == 422
-        error = r.json()["error"]
+        failed = r.json()
+        error = failed["error"]
         assert error.startswith("the reply does not match the requested format: at $")
         assert "done_reason: length" in error
+        # Nothing generated is lost: the text, why it ended, and the metrics come with the error.
+        assert failed["done_reason"] == "length" and failed["eval_count"] == 6
+        assert failed["partial"]["response"].startswith('{"name":"') and failed["prompt_eval_count"] > 0
         r = await client.post("/api/generate", json=body)
         assert r.status_code == 200
         lines = [json.loads(x) for x in r.text.splitlines()]
-    assert lines[-1] == {"error": error}, "a stream ends with the same error line and no done chunk"
+    assert lines[-1]["error"] == error and lines[-1]["done_reason"] == "length", "a stream ends with the error"
+    streamed = "".join(x.get("response", "") for x in lines[:-1])
+    assert lines[-1]["partial"]["response"] == streamed, "the error repeats what was streamed"
     assert all(not x.get("done") for x in lines[:-1])
     with pytest.raises(ollama.ResponseError, match="does not match the requested format"):
         await ollama.AsyncClient(host=server.url).generate(

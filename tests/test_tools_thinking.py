@@ -183,8 +183,13 @@ async def test_an_invalid_call_is_a_clear_error_not_a_garbage_call(server: Serve
     async with server.client() as client:
         r = await client.post("/api/chat", json=body | {"stream": False})
         assert r.status_code == 422 and r.json()["error"] == expected
+        # The call that was refused comes back as written, so the client can show or retry it.
+        partial = r.json()["partial"]
+        assert partial["role"] == "assistant" and "launch_rockets" in partial["content"]
+        assert "done_reason" not in r.json(), "the check cut the reply short: it did not end by itself"
         r = await client.post("/api/chat", json=body)
-        assert r.text.splitlines()[-1] == json.dumps({"error": expected}, separators=(",", ":"))
+        last = json.loads(r.text.splitlines()[-1])
+        assert last["error"] == expected and last["partial"] == partial
 
 
 @pytest.mark.parametrize(
