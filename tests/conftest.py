@@ -5,7 +5,7 @@ steps to memorise scripted replies) and loaded through the same code path a user
 ``tests/tiny_gguf.py`` writes the same models as GGUF files for llama.cpp.
 
 A test module marked ``both_backends`` runs each test twice: once with the store's real models
-(``tiny``, ``random``, ``jsonrandom``, ``agent``) in the MLX layout, once as GGUF files served by
+(``tiny``, ``random``, ``jsonrandom``, ``agent``, ``jsontools``) in the MLX layout, once as GGUF files served by
 llama.cpp under the same names.
 """
 
@@ -31,7 +31,7 @@ from inference.fake import FakeBackend
 from inference.mlx_backend import release_mlx_streams
 from tests import tiny_gguf, tiny_model
 
-REAL_MODELS = ("tiny", "random", "jsonrandom", "agent")
+REAL_MODELS = ("tiny", "random", "jsonrandom", "agent", "jsontools")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -87,6 +87,13 @@ def json_random_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def json_tools_dir(tmp_path_factory: pytest.TempPathFactory, json_random_dir: Path) -> Path:
+    """``jsonrandom`` with a tool-calling template: it never chose to call anything."""
+    out = tmp_path_factory.mktemp("models") / "jsontools"
+    return tiny_model.with_template(json_random_dir, out, tiny_model.TOOLS_TEMPLATE)
+
+
+@pytest.fixture(scope="session")
 def agent_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tool and thinking support, trained on :data:`tiny_model.AGENT_SCRIPT` (about a minute)."""
     return tiny_model.build_agent_model(tmp_path_factory.mktemp("models") / "agent")
@@ -99,10 +106,12 @@ def gguf_files(
     random_dir: Path,
     json_random_dir: Path,
     agent_dir: Path,
+    json_tools_dir: Path,
 ) -> dict[str, Path]:
     """The real models as GGUF files (written once per session, in seconds)."""
     out = tmp_path_factory.mktemp("gguf")
-    sources = dict(zip(REAL_MODELS, (tiny_dir, random_dir, json_random_dir, agent_dir), strict=True))
+    dirs = (tiny_dir, random_dir, json_random_dir, agent_dir, json_tools_dir)
+    sources = dict(zip(REAL_MODELS, dirs, strict=True))
     return {name: tiny_gguf.write_gguf(source, out / f"{name}.gguf") for name, source in sources.items()}
 
 
@@ -114,6 +123,7 @@ def store(
     random_dir: Path,
     json_random_dir: Path,
     agent_dir: Path,
+    json_tools_dir: Path,
     request: pytest.FixtureRequest,
 ) -> Path:
     root = tmp_path / "store"
@@ -122,7 +132,7 @@ def store(
         for name, file in request.getfixturevalue("gguf_files").items():
             (root / f"{name}.gguf").symlink_to(file)
     else:
-        sources = (tiny_dir, random_dir, json_random_dir, agent_dir)
+        sources = (tiny_dir, random_dir, json_random_dir, agent_dir, json_tools_dir)
         for name, source in zip(REAL_MODELS, sources, strict=True):
             (root / name).symlink_to(source)
     write_fake(root, "fake", pieces=["Hello", ",", " world", "!"])

@@ -34,7 +34,6 @@ async def test_every_route_needs_the_key_when_one_is_set(keyed: Server) -> None:
     chat = {"model": "fake", "messages": [{"role": "user", "content": "x"}], "stream": False}
     async with httpx.AsyncClient(base_url=keyed.url) as client:
         for method, path in (
-            ("GET", "/"),
             ("GET", "/api/tags"),
             ("POST", "/api/chat"),
             ("GET", "/v1/models"),
@@ -43,6 +42,9 @@ async def test_every_route_needs_the_key_when_one_is_set(keyed: Server) -> None:
             assert response.status_code == 401, path
             assert response.headers["www-authenticate"] == "Bearer"
         assert "API key" in (await client.get("/api/tags")).json()["error"]
+        # Liveness stays open, as on vLLM and llama-server: it tells nothing but that we run.
+        assert (await client.get("/")).status_code == 200
+        assert (await client.head("/")).status_code == 200
         assert (await client.get("/v1/models")).json()["error"]["type"] == "authentication_error"
         wrong = await client.get("/api/tags", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401

@@ -179,7 +179,9 @@ async def test_truncation_is_an_error_naming_the_path(server: Server) -> None:
         r = await client.post("/api/generate", json=body)
         assert r.status_code == 200
         lines = [json.loads(x) for x in r.text.splitlines()]
-    assert lines[-1]["error"] == error and lines[-1]["done_reason"] == "length", "a stream ends with the error"
+    assert lines[-1]["error"] == error and lines[-1]["done_reason"] == "length", (
+        "a stream ends with the error"
+    )
     streamed = "".join(x.get("response", "") for x in lines[:-1])
     assert lines[-1]["partial"]["response"] == streamed, "the error repeats what was streamed"
     assert all(not x.get("done") for x in lines[:-1])

@@ -239,6 +239,25 @@ AGENT_TEMPLATE = (
     "{%- endif %}"
 )
 
+# The same without reasoning: a model that can only call tools or answer.
+TOOLS_TEMPLATE = AGENT_TEMPLATE.replace(
+    "{%- if message.reasoning_content %}<think>\n{{ message.reasoning_content }}\n</think>\n\n{% endif %}", ""
+).replace(
+    "{%- if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}", ""
+)
+
+
+def with_template(source: Path, out: Path, template: str) -> Path:
+    """``source`` (weights linked, not copied) with ``template`` as its chat template."""
+    out.mkdir(parents=True)
+    for file in source.iterdir():
+        if file.name != "tokenizer_config.json":
+            (out / file.name).symlink_to(file)
+    config = json.loads((source / "tokenizer_config.json").read_text())
+    (out / "tokenizer_config.json").write_text(json.dumps(config | {"chat_template": template}, indent=2))
+    return out
+
+
 # What the official client sends for a documented ``get_weather(city: str)`` Python function.
 WEATHER_TOOL = {
     "type": "function",
