@@ -291,3 +291,24 @@ async def test_error_after_the_stream_began_is_an_sse_event(server: Server) -> N
     assert error["type"] == "api_error"
     contents = [json.loads(e)["choices"][0]["delta"].get("content") for e in events[:-2]]
     assert "".join(c or "" for c in contents) == "abc"
+
+
+async def test_legacy_completions_logprobs(server: Server) -> None:
+    """``/v1/completions`` takes ``logprobs`` as the integer of the legacy API, streamed or not."""
+    api = client(server)
+    reply = await api.completions.create(model="tiny", prompt=HELLO, logprobs=2, max_tokens=5, temperature=0)
+    choice = reply.choices[0]
+    scores = choice.logprobs
+    assert scores is not None and scores.tokens and len(scores.tokens) == 5
+    assert "".join(scores.tokens).strip() == choice.text.strip()  # MLX spells a first token apart
+    assert scores.text_offset == [sum(len(t) for t in scores.tokens[:i]) for i in range(5)]
+    assert scores.token_logprobs and all(lp <= 0 for lp in scores.token_logprobs)
+    assert scores.top_logprobs and all(len(top) == 2 for top in scores.top_logprobs)
+    stream = await api.completions.create(
+        model="tiny", prompt=HELLO, logprobs=0, max_tokens=5, temperature=0, stream=True
+    )
+    tokens = []
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].logprobs:
+            tokens += chunk.choices[0].logprobs.tokens or []
+    assert tokens == scores.tokens
