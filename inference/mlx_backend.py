@@ -94,6 +94,9 @@ def _mask_processor(constraint: TokenConstraint) -> Callable[[Any, Any], Any]:
     mlx-lm passes the whole history; the first call holds only the prompt, later calls add the
     sampled tokens, which the constraint consumes. mlx-lm computes one step past the end token,
     and the constraint tolerates that (after the end it allows only end tokens).
+
+    The step's forward pass is started (``async_eval``) before the mask is computed, so the model
+    runs while llguidance works out the mask on this thread, instead of one after the other.
     """
     import mlx.core as mx
 
@@ -106,6 +109,7 @@ def _mask_processor(constraint: TokenConstraint) -> Callable[[Any, Any], Any]:
 
     def process(tokens: Any, logits: Any) -> Any:
         nonlocal seen
+        mx.async_eval(logits)
         length = int(tokens.shape[0])
         if seen is not None and length > seen:
             constraint.consume(tokens[seen:].tolist())

@@ -208,3 +208,24 @@ async def test_langchain_with_structured_output(server: Server, method: str) -> 
             break
         else:
             pytest.fail("no seed gave a complete JSON object")
+
+
+async def test_keys_templates_do_not_know_stay_out_of_the_prompt(server: Server) -> None:
+    """OpenAI's ``strict`` (and other extra keys) would change the prompt the model sees."""
+    from tests.tiny_model import ASK_PARIS, WEATHER_TOOL
+
+    api = openai_client(server)
+    counts = []
+    for extra in ({}, {"strict": True}, {"strict": False, "x-vendor": {"a": 1}}):
+        tool = {"type": "function", "function": WEATHER_TOOL["function"] | extra}
+        reply = await api.chat.completions.create(
+            model="agent",
+            messages=[ASK_PARIS],
+            tools=[tool],
+            temperature=0,  # type: ignore[list-item]
+        )
+        assert reply.usage is not None
+        counts.append(reply.usage.prompt_tokens)
+        calls = reply.choices[0].message.tool_calls
+        assert calls and json.loads(calls[0].function.arguments) == {"city": "Paris"}
+    assert counts[0] == counts[1] == counts[2]
