@@ -109,7 +109,7 @@ def _mask_processor(constraint: TokenConstraint) -> Callable[[Any, Any], Any]:
 
     def process(tokens: Any, logits: Any) -> Any:
         nonlocal seen
-        mx.async_eval(logits)
+        mx.async_eval(logits)  # type: ignore[no-untyped-call]
         length = int(tokens.shape[0])
         if seen is not None and length > seen:
             constraint.consume(tokens[seen:].tolist())
