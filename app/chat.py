@@ -21,13 +21,7 @@ def register(app: Quart, services: Services) -> None:
         model = services.find_model(body.get("model"))
         messages = fields.messages(body)
         stream = fields.typed(body, "stream", bool, True)
-        steering = read_steering(
-            body,
-            model.name,
-            model.info,
-            tool_choice=body.get("tool_choice", "auto"),
-            parallel_tool_calls=body.get("parallel_tool_calls", True),
-        )
+        steering = read_steering(body, model.name, model.info)
         request = services.generation_request(
             body, model, messages, has_input=bool(messages), steering=steering
         )

@@ -158,16 +158,12 @@ def register(app: Quart, services: Services) -> None:
             "format": openai_request.response_format(body),
             "think": openai_request.think(body),
             "tools": body.get("tools"),
+            "tool_choice": body.get("tool_choice"),
+            "parallel_tool_calls": body.get("parallel_tool_calls"),
             "logprobs": body.get("logprobs"),
             "top_logprobs": body.get("top_logprobs"),
         }
-        steering = read_steering(
-            native,
-            model.name,
-            model.info,
-            tool_choice=body.get("tool_choice", "auto"),
-            parallel_tool_calls=body.get("parallel_tool_calls", True),
-        )
+        steering = read_steering(native, model.name, model.info)
         request = services.generation_request(native, model, messages, has_input=True, steering=steering)
         stream, include_usage = stream_options(body)
         codec = ChatCodec(str(body["model"]), include_usage)

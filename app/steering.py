@@ -46,16 +46,17 @@ def read_steering(
     info: ModelInfo,
     *,
     allow_tools: bool = True,
-    tool_choice: object = "auto",
-    parallel_tool_calls: object = True,
 ) -> Steering:
     """The request's steering; 400 for bad values or what the model cannot do.
 
-    ``tool_choice`` (OpenAI's, also read on ``/api/chat``): ``"auto"``, ``"none"`` (tools are not
-    offered), ``"required"`` (the reply is calls only), or ``{"type": "function", "function":
-    {"name": ...}}`` (calls of that tool only). ``parallel_tool_calls: false`` allows one call.
+    ``tool_choice`` (OpenAI's, also read on ``/api/chat``): ``"auto"`` (the default), ``"none"``
+    (tools are not offered), ``"required"`` (the reply is calls only), or ``{"type": "function",
+    "function": {"name": ...}}`` (calls of that tool only). ``parallel_tool_calls: false`` allows
+    one call.
     """
     short = model.removesuffix(":latest")
+    tool_choice = body.get("tool_choice") if allow_tools else None
+    parallel_tool_calls = body.get("parallel_tool_calls")
     try:
         if parallel_tool_calls is None:
             parallel_tool_calls = True
