@@ -205,3 +205,17 @@ def test_every_corpus_schema_decodes_valid_and_in_order(sampler: Any, name: str)
         text = sample(sampler, fmt.grammar, seed)
         fmt.validate(text)
         assert declared_order_holds(json.loads(text), schema, schema), text
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_llama3_style_calls_can_be_required_too(sampler: Any, seed: int) -> None:
+    """Llama 3's convention has no marker: a required call is the bare JSON object, alone."""
+    tools = weather_tools()
+    grammar = tool_grammar("llama3", tools, thinking=False, inside=False, required=True)
+    assert grammar is not None and tool_grammar("llama3", tools, thinking=False, inside=False) is None
+    text = sample(sampler, grammar, seed)
+    parser = make_parser("llama3")
+    parsed = parser.feed(text)
+    parsed.extend(parser.finish())
+    assert parsed.content.strip() == "" and not parsed.errors and len(parsed.calls) == 1, text
+    assert ToolSet(tools).problem(parsed.calls[0]) is None

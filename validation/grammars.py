@@ -104,7 +104,8 @@ def tool_grammar(
     parallel: bool = True,
 ) -> str | None:
     """Free text with tool calls whose JSON is bound to the declared tools, for formats that
-    frame calls with a marker; ``None`` where only parsing and validation apply. ``tokens``
+    frame calls with a marker (and Llama 3's bare JSON when a call is required); ``None`` where
+    only parsing and validation apply (Qwen3-Coder's XML). ``tokens``
     maps markers the tokenizer holds as single added tokens to their ids.
 
     ``required``: the reply is calls only, from its first token (after a reasoning block on
@@ -124,6 +125,9 @@ def tool_grammar(
         open_call = f"open_call: {_literal('[TOOL_CALLS]', tokens)} {body}\n"
         call = f"call: call_head {body}\n" + _marker("[TOOL_CALLS]", tokens, "call_head")
         parallel = False  # one array holds every call
+    elif fmt == "llama3" and required:  # the call is a bare JSON object that opens the reply
+        open_call = f"open_call: {_embed(call_schema(tools, 'parameters'), TOOL_JSON_STYLE)}\n"
+        parallel = False
     else:
         return None
     think = "think " if thinking else ""
