@@ -19,13 +19,12 @@ from quart import Quart, Response
 from app import fields, openai_request
 from app.errors import openai_error
 from app.ndjson import json_response
-from app.openai_chat import failed_choice, finish_reason, stream_options, usage
+from app.openai_chat import SSE, failed_choice, finish_reason, stream_options, usage
 from app.responses import respond_all
 from app.services import Services
 from app.sse import DONE, event
 from inference.job import Finished, Partial, TextChunk
 
-SSE = "text/event-stream"
 MAX_PROMPTS = 64
 MAX_LOGPROBS = 20
 

@@ -112,9 +112,13 @@ async def respond(engine: Engine, request: GenerationRequest, *, stream: bool, c
     except BaseException:
         job.close()
         raise
-    body = _stream(job, first, codec)
-    weakref.finalize(body, job.close)  # a body that is never iterated still cancels its job
-    response = Response(body, content_type=codec.media_type)
+    return _streaming(_stream(job, first, codec), [job], codec.media_type)
+
+
+def _streaming(body: AsyncIterator[bytes], jobs: list[Job], media_type: str) -> Response:
+    for job in jobs:
+        weakref.finalize(body, job.close)  # a body that is never iterated still cancels its jobs
+    response = Response(body, content_type=media_type)
     response.timeout = None  # Quart's 60 s default would cut long streams silently
     return response
 
@@ -147,12 +151,7 @@ async def respond_all(
         for job in jobs:
             job.close()
         raise
-    body = _stream_each(jobs, first, codecs)
-    for job in jobs:
-        weakref.finalize(body, job.close)
-    response = Response(body, content_type=codecs[0].media_type)
-    response.timeout = None
-    return response
+    return _streaming(_stream_each(jobs, first, codecs), jobs, codecs[0].media_type)
 
 
 async def _stream_each(jobs: list[Job], first: Event, codecs: Sequence[Codec]) -> AsyncIterator[bytes]:

@@ -5,8 +5,8 @@ name that resolves to 127.0.0.1; requests whose Host is not local are refused wi
 does (CVE-2024-28224). With ``TRILLM_API_KEY`` set, every route needs the key, as
 ``Authorization: Bearer KEY`` or ``X-Api-Key: KEY`` (401 otherwise; CORS preflights excepted, since
 browsers send them without credentials), except the liveness check ``GET /`` and ``HEAD /``, which
-says nothing but that the server runs, as on vLLM and llama-server. A request with more than ``max_headers`` headers gets 431;
-``TRILLM_DISABLE_MANAGEMENT`` turns pull, create, copy, delete and blob uploads off (403). CORS
+says nothing but that the server runs, as on vLLM and llama-server. A request with more than
+``max_headers`` headers gets 431; ``TRILLM_DISABLE_MANAGEMENT`` turns pull, create, copy, delete and blob uploads off (403). CORS
 follows Ollama's allow-list plus ``TRILLM_ORIGINS``/``OLLAMA_ORIGINS``.
 """
 

@@ -55,7 +55,8 @@ class ReplyParser:
         return self._answer(thinking, content, final=True)
 
     def _answer(self, thinking: str, content: str, *, final: bool) -> ReplyDelta:
-        self.written.append(content)
+        if content:
+            self.written.append(content)
         if thinking:
             self.reasoning.append(thinking)
         delta = ReplyDelta(thinking=thinking if self._keep else "")

@@ -19,16 +19,10 @@ from jsonschema.exceptions import SchemaError
 from llguidance import LLMatcher
 
 from validation.grammar_schema import grammar_copy
+from validation.grammars import ANSWER_JSON_STYLE
 from validation.request_checks import FieldError
 
 JSON_OBJECT: dict[str, Any] = {"type": "object"}
-
-# Compact separators and no free whitespace between tokens: small models cannot pad forever.
-_COMPILE_OPTIONS: dict[str, Any] = {
-    "whitespace_flexible": False,
-    "item_separator": ",",
-    "key_separator": ":",
-}
 
 
 class OutputMismatch(ValueError):
@@ -109,7 +103,7 @@ def compile_schema(schema: dict[str, Any]) -> OutputFormat:
         raise FieldError(f"invalid JSON Schema in format at {where}: {error.message}") from error
     decoded = grammar_copy(schema)
     try:
-        grammar = LLMatcher.grammar_from_json_schema(decoded, overrides=_COMPILE_OPTIONS)  # type: ignore[arg-type]
+        grammar = LLMatcher.grammar_from_json_schema(decoded, overrides=ANSWER_JSON_STYLE)  # type: ignore[arg-type]
     except ValueError as error:
         raise FieldError(f"invalid JSON Schema in format: {error}") from error
     problem = LLMatcher.validate_grammar(grammar)
