@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.durations import parse_duration
+from app.protocol.durations import parse_duration
 
 DEFAULT_PORT = 11434
 BACKENDS = ("mlx", "llamacpp")
@@ -81,7 +81,7 @@ class Settings:
 
     def exposed(self) -> bool:
         """Whether the bind address is reachable from other machines."""
-        from app.security import is_loopback
+        from app.edge.security import is_loopback
 
         return not is_loopback(self.host)
 

@@ -16,27 +16,20 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
-from app import (
-    chat,
-    connection_timeouts,
-    generate,
-    health,
-    manage,
-    models,
-    openai_chat,
-    openai_completions,
-    openai_models,
-    openapi,
-    security,
-    unread_body,
-)
 from app.config import Settings
-from app.errors import install_error_handlers
+from app.edge import connection_timeouts, security, unread_body
+from app.protocol import openapi
+from app.protocol.errors import install_error_handlers
+from app.routes import health, openai_chat, openai_completions, openai_models
+from app.routes import management as manage
+from app.routes import model_info as models
+from app.routes import ollama_chat as chat
+from app.routes import ollama_generate as generate
 from app.services import Services
-from inference.backend import Backend
-from inference.engine import Engine
-from inference.ollama_store import OllamaStore
-from inference.store import ModelStore
+from inference.backends.base import Backend
+from inference.engine.scheduler import Engine
+from inference.store.model_store import ModelStore
+from inference.store.ollama_store import OllamaStore
 
 log = logging.getLogger("trillm")
 
@@ -47,8 +40,8 @@ def default_backends(settings: Settings) -> list[Backend]:
     import importlib.util
     import platform
 
-    from inference.llamacpp_backend import LlamaCppBackend, LlamaCppSettings
-    from inference.mlx_backend import CacheSettings, MlxBackend
+    from inference.backends.llamacpp.backend import LlamaCppBackend, LlamaCppSettings
+    from inference.backends.mlx.backend import CacheSettings, MlxBackend
 
     cache = CacheSettings(entries=settings.prefix_cache_entries, max_bytes=settings.prefix_cache_mb << 20)
     mlx = MlxBackend(cache, openblas=settings.mlx_openblas)
@@ -100,7 +93,7 @@ def create_app(settings: Settings, backends: list[Backend] | None = None) -> Qua
     openai_models.register(app, services)
     openapi.register(app, metrics=settings.metrics)
     if settings.metrics:
-        from app import metrics
+        from app.routes import metrics
 
         metrics.install(app, engine)
 

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from app import fields
 from app.config import Settings
-from app.errors import BadRequest, NotFound
-from inference.engine import Engine
-from inference.job import GenerationRequest, JobKind, Steering
-from inference.store import InvalidModelName, ModelNotFound, ModelStore, StoredModel
+from app.protocol import fields
+from app.protocol.errors import BadRequest, NotFound
+from inference.engine.job import GenerationRequest, JobKind, Steering
+from inference.engine.scheduler import Engine
+from inference.store.model_store import InvalidModelName, ModelNotFound, ModelStore, StoredModel
 
 
 def with_defaults(model: StoredModel, options: object) -> object:

@@ -65,8 +65,8 @@ from benchmarks.overhead import (
     session,
     wait_for,
 )
-from inference import mlx_blas
-from inference.mlx_backend import release_mlx_streams
+from inference.backends.mlx import blas_shim as mlx_blas
+from inference.backends.mlx.backend import release_mlx_streams
 
 PROMPTS = CHAT_PROMPTS
 FOLLOW_UPS = ["Go on.", "Say more about that.", "And then what happened?", "Summarise it."]

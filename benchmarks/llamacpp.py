@@ -34,13 +34,13 @@ from benchmarks.overhead import (
     measure,
     serving,
 )
-from inference.mlx_backend import release_mlx_streams
+from inference.backends.mlx.backend import release_mlx_streams
 
 
 def gguf_of(preset: str) -> Path:
     """The preset model written as GGUF (cached beside the MLX directory)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.tiny_gguf import write_gguf
+    from tests.support.tiny_gguf import write_gguf
 
     source = build(preset)
     target = CACHE / f"{preset}.gguf"
@@ -66,7 +66,7 @@ def llama_raw_run(llama: object, tokens: int) -> list[float]:
 def llamacpp_side(gguf: Path, tokens: int, rounds: int) -> dict[str, float]:
     from llama_cpp import Llama
 
-    from inference.llamacpp_backend import describe_gguf
+    from inference.backends.llamacpp.backend import describe_gguf
 
     # The window the server loads the model with: TRILLM_CONTEXT_LENGTH's default, capped by the model's.
     window = min(4096, describe_gguf(gguf).context_length)

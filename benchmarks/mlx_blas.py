@@ -58,7 +58,7 @@ def side(model: str, tokens: int) -> dict[str, float]:
 def run_side(blas: str, model: Path, tokens: int) -> dict[str, float]:
     code = (
         "import json, sys\n"
-        "from inference import mlx_blas\n"
+        "from inference.backends.mlx import blas_shim as mlx_blas\n"
         f"choice = mlx_blas.install({blas == 'openblas'})\n"
         "print(choice.describe(), file=sys.stderr)\n"
         "from benchmarks.mlx_blas import side\n"

@@ -38,8 +38,8 @@ from typing import Any
 
 import httpx
 
-from inference import mlx_blas
-from inference.mlx_backend import release_mlx_streams
+from inference.backends.mlx import blas_shim as mlx_blas
+from inference.backends.mlx.backend import release_mlx_streams
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 CHAT_PROMPTS = [  # the batching benchmark's clients
@@ -65,7 +65,7 @@ def session(round_: int) -> list[dict[str, str]]:
 def build(preset: str) -> Path:
     """The preset's random model, built once with the first seed whose greedy output is visible."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.tiny_model import build_model
+    from tests.support.tiny_model import build_model
 
     path = CACHE / preset
     seed = 1

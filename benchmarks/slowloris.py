@@ -23,7 +23,7 @@ import time
 import httpx
 
 from benchmarks.overhead import build, percentile, serving
-from inference.mlx_backend import release_mlx_streams
+from inference.backends.mlx.backend import release_mlx_streams
 
 BODY = {"model": "bench", "prompt": "Once upon a time", "stream": False, "options": {"num_predict": 8}}
 

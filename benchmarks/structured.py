@@ -41,7 +41,7 @@ def build_big_vocab() -> Path:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.tiny_model import build_model
+    from tests.support.tiny_model import build_model
 
     path = CACHE / "vocab120k"
     if not (path / "model.safetensors").exists():

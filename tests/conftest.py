@@ -1,8 +1,8 @@
 """Shared fixtures: a model store with tiny real and fake models, and the real server on port 0.
 
-The MLX model is built once per session by ``tests/tiny_model.py`` (trained for a few hundred
+The MLX model is built once per session by ``tests/support/tiny_model.py`` (trained for a few hundred
 steps to memorise scripted replies) and loaded through the same code path a user's model takes.
-``tests/tiny_gguf.py`` writes the same models as GGUF files for llama.cpp.
+``tests/support/tiny_gguf.py`` writes the same models as GGUF files for llama.cpp.
 
 A test module marked ``both_backends`` runs each test twice: once with the store's real models
 (``tiny``, ``random``, ``jsonrandom``, ``agent``, ``jsontools``) in the MLX layout, once as GGUF files served by
@@ -12,7 +12,6 @@ llama.cpp under the same names.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,10 +25,10 @@ from quart_trio import QuartTrio
 from app.config import Settings
 from app.server import create_app, default_backends, serve
 from app.services import Services
-from inference import mlx_blas
-from inference.fake import FakeBackend
-from inference.mlx_backend import release_mlx_streams
-from tests import tiny_gguf, tiny_model
+from inference.backends.fake import FakeBackend
+from inference.backends.mlx import blas_shim as mlx_blas
+from inference.backends.mlx.backend import release_mlx_streams
+from tests.support import tiny_gguf, tiny_model
 
 REAL_MODELS = ("tiny", "random", "jsonrandom", "agent", "jsontools")
 
@@ -115,26 +114,33 @@ def gguf_files(
     return {name: tiny_gguf.write_gguf(source, out / f"{name}.gguf") for name, source in sources.items()}
 
 
+REAL_MODEL_FIXTURES = frozenset(
+    {"tiny_dir", "random_dir", "json_random_dir", "json_tools_dir", "agent_dir", "gguf_files"}
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that asks for a real model is in the ``mlx`` tier, marked or not (before ``-m``)."""
+    for item in items:
+        if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.mlx)
+
+
 @pytest.fixture
-def store(
-    tmp_path: Path,
-    backend_kind: str,
-    tiny_dir: Path,
-    random_dir: Path,
-    json_random_dir: Path,
-    agent_dir: Path,
-    json_tools_dir: Path,
-    request: pytest.FixtureRequest,
-) -> Path:
+def store(tmp_path: Path, backend_kind: str, request: pytest.FixtureRequest) -> Path:
+    """The fake models, plus the real ones for a test marked ``mlx`` (built only then)."""
     root = tmp_path / "store"
     root.mkdir()
-    if backend_kind == "llamacpp":
+    if not request.node.get_closest_marker("mlx"):
+        pass
+    elif backend_kind == "llamacpp":
         for name, file in request.getfixturevalue("gguf_files").items():
             (root / f"{name}.gguf").symlink_to(file)
     else:
-        sources = (tiny_dir, random_dir, json_random_dir, agent_dir, json_tools_dir)
-        for name, source in zip(REAL_MODELS, sources, strict=True):
-            (root / name).symlink_to(source)
+        fixtures = ("tiny_dir", "random_dir", "json_random_dir", "agent_dir", "json_tools_dir")
+        for name, fixture in zip(REAL_MODELS, fixtures, strict=True):
+            (root / name).symlink_to(request.getfixturevalue(fixture))
     write_fake(root, "fake", pieces=["Hello", ",", " world", "!"])
     write_fake(root, "fakejson", pieces=['{"a"', ":", "1", ',"b":', '"x"', "}"])
     tools = "{% if tools %}<tool_call>{% endif %}"
@@ -153,9 +159,9 @@ def store(
     write_fake(root, "unloadable", load_error="weights are corrupt")
     broken = root / "broken"
     broken.mkdir()
-    for file in tiny_dir.iterdir():
-        if file.suffix != ".safetensors":
-            shutil.copy(file, broken / file.name)
+    (broken / "config.json").write_text(
+        json.dumps({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"})
+    )
     (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
     return root
 

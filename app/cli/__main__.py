@@ -1,0 +1,7 @@
+"""``python -m app.cli``: the ``trillm`` command."""
+
+import sys
+
+from app.cli.commands import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The wire protocol: request fields, response encodings, errors and the OpenAPI document."""

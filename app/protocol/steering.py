@@ -1,0 +1,124 @@
+"""``format``, ``think`` and ``tools``: checked against the request and the model's template.
+
+What a model can do comes from its chat template: it renders ``tools`` (and in which convention its
+calls come back), and it reasons in ``<think>`` blocks. A request asking for something the model
+cannot do gets Ollama's 400; a schema or tool definition that cannot be enforced gets a 400 naming
+the problem, before anything runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llguidance import LLMatcher
+
+from app.protocol.errors import BadRequest
+from inference.backends.base import ModelInfo
+from inference.engine.job import Steering
+from validation.grammars import tool_grammar
+from validation.request_checks import FieldError, check_format, check_think, check_tools
+from validation.structured import prepare_format
+from validation.tool_calls import detect_format
+from validation.toolset import ToolSet
+
+
+def tool_format(info: ModelInfo) -> str | None:
+    return detect_format(info.chat_template)
+
+
+def can_think(info: ModelInfo) -> bool:
+    template = info.chat_template or ""
+    return "<think>" in template or "enable_thinking" in template
+
+
+def capabilities(info: ModelInfo) -> list[str]:
+    caps = ["completion"]
+    if tool_format(info):
+        caps.append("tools")
+    if can_think(info):
+        caps.append("thinking")
+    return caps
+
+
+def read_steering(
+    body: dict[str, Any],
+    model: str,
+    info: ModelInfo,
+    *,
+    allow_tools: bool = True,
+) -> Steering:
+    """The request's steering; 400 for bad values or what the model cannot do.
+
+    ``tool_choice`` (OpenAI's, also read on ``/api/chat``): ``"auto"`` (the default), ``"none"``
+    (tools are not offered), ``"required"`` (the reply is calls only), or ``{"type": "function",
+    "function": {"name": ...}}`` (calls of that tool only). ``parallel_tool_calls: false`` allows
+    one call.
+    """
+    short = model.removesuffix(":latest")
+    tool_choice = body.get("tool_choice") if allow_tools else None
+    parallel_tool_calls = body.get("parallel_tool_calls")
+    try:
+        if parallel_tool_calls is None:
+            parallel_tool_calls = True
+        if not isinstance(parallel_tool_calls, bool):
+            raise FieldError("parallel_tool_calls must be true or false")
+        fmt = check_format(body.get("format"))
+        think = check_think(body.get("think"))
+        tools = check_tools(body.get("tools")) if allow_tools else []
+        tools, required = _apply_choice(tools, tool_choice)
+        output_format = None if fmt is None else prepare_format(fmt)
+        toolset = ToolSet(tools) if tools else None
+    except FieldError as error:
+        raise BadRequest(str(error)) from error
+    thinking = can_think(info)
+    if think is not None and think is not False and not thinking:
+        raise BadRequest(f'"{short}" does not support thinking')
+    calls = tool_format(info)
+    if toolset is not None:
+        if calls is None:
+            raise BadRequest(f'"{short}" does not support tools')
+        if output_format is not None:
+            raise BadRequest("format and tools cannot be combined in one request; send one or the other")
+        _check_enforceable(calls, toolset)
+    return Steering(
+        output_format=output_format,
+        tools=toolset,
+        tool_format=calls,
+        tool_required=required,
+        tool_parallel=parallel_tool_calls,
+        split_thinking=thinking,
+        think=(think is not False) if thinking else None,
+    )
+
+
+def _apply_choice(tools: list[dict[str, Any]], choice: object) -> tuple[list[dict[str, Any]], bool]:
+    if choice is None or choice == "auto":
+        return tools, False
+    if choice == "any":  # Anthropic's and LangChain's word for "required"
+        choice = "required"
+    if choice == "none":
+        return [], False
+    if choice == "required":
+        if not tools:
+            raise FieldError('tool_choice "required" needs at least one tool in "tools"')
+        return tools, True
+    if (
+        isinstance(choice, dict)
+        and choice.get("type") == "function"
+        and isinstance(choice.get("function"), dict)
+    ):
+        name = choice["function"].get("name")
+        chosen = [t for t in tools if t["function"]["name"] == name]
+        if not chosen:
+            raise FieldError(f"tool_choice names {name!r}, which is not in tools")
+        return chosen, True
+    raise FieldError(
+        'tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}'
+    )
+
+
+def _check_enforceable(fmt: str, toolset: ToolSet) -> None:
+    grammar = tool_grammar(fmt, toolset.tools, thinking=False, inside=False, required=True)
+    problem = LLMatcher.validate_grammar(grammar) if grammar else ""
+    if problem:
+        raise BadRequest(f"tools cannot be enforced: {problem.strip()}")

@@ -1,0 +1,126 @@
+"""``GET /api/tags``, ``POST /api/show`` and ``GET /api/ps``: what is stored and what is loaded."""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from quart import Quart, Response
+
+from app.protocol import fields, modelfile
+from app.protocol.ndjson import json_response, local_time
+from app.protocol.steering import capabilities
+from app.services import Services
+from inference.backends.base import ModelInfo
+from inference.store.model_store import StoredModel
+
+FOREVER = timedelta(days=365 * 292)
+# Apple Silicon shares memory between CPU and GPU, so a loaded model is all "VRAM".
+UNIFIED_MEMORY = (
+    platform.system() == "Darwin" and platform.machine() == "arm64"
+)  # what Ollama reports for a model kept forever
+
+
+def parameter_size(count: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f}{unit}"
+    return str(count)
+
+
+def details(model: StoredModel) -> dict[str, Any]:
+    info = model.info
+    return {
+        "parent_model": model.manifest.parent if model.manifest else "",
+        "format": "gguf" if model.backend == "llamacpp" else "safetensors",
+        "family": info.family,
+        "families": [info.family],
+        "parameter_size": parameter_size(info.parameter_count),
+        "quantization_level": info.quantization,
+    }
+
+
+def model_info(info: ModelInfo) -> dict[str, Any]:
+    arch = info.family
+    out: dict[str, Any] = {
+        "general.architecture": arch,
+        "general.parameter_count": info.parameter_count,
+        f"{arch}.context_length": info.context_length,
+    }
+    out |= {f"{arch}.{key}": value for key, value in info.extra.items() if value is not None}
+    return out
+
+
+def register(app: Quart, services: Services) -> None:
+    @app.route("/api/tags", methods=["GET", "HEAD"])
+    async def tags() -> Response:
+        models = [
+            {
+                "name": m.name,
+                "model": m.name,
+                "modified_at": local_time(m.modified_at),
+                "size": m.info.size_bytes,
+                "digest": m.digest,
+                "details": details(m),
+                "capabilities": capabilities(m.info),
+            }
+            for m in services.store.list()
+        ]
+        return json_response({"models": models})
+
+    @app.post("/api/show")
+    async def show() -> Response:
+        body = await fields.read_body()
+        model = services.find_model(body.get("model") or body.get("name"))
+        info = model.info
+        manifest = model.manifest
+        parameters = {"num_ctx": services.settings.context_length} | model.parameters
+        return json_response(
+            {
+                "license": (manifest.license if manifest else None) or "",
+                "modelfile": modelfile.render(
+                    (manifest.parent or manifest.source) if manifest else str(model.path),
+                    parameters=model.parameters,
+                    system=model.system,
+                    template=model.template,
+                    messages=model.messages,
+                    license_=manifest.license if manifest else None,
+                ),
+                "parameters": "\n".join(f"{k:<30} {v}" for k, v in modelfile.parameter_lines(parameters)),
+                "template": info.chat_template or "",
+                "system": model.system or "",
+                "messages": model.messages,
+                "details": details(model),
+                "model_info": model_info(info),
+                "capabilities": capabilities(info),
+                "modified_at": local_time(model.modified_at),
+            }
+        )
+
+    @app.get("/api/ps")
+    async def ps() -> Response:
+        stored = {m.name: m for m in services.store.list()}
+        now = datetime.now().astimezone()
+        out = []
+        for resident in services.engine.resident():
+            model = stored.get(resident.name)
+            if model is None:
+                continue
+            remaining = resident.expires_at - time.monotonic()
+            expires = now + (FOREVER if math.isinf(remaining) else timedelta(seconds=remaining))
+            out.append(
+                {
+                    "name": model.name,
+                    "model": model.name,
+                    "size": resident.info.size_bytes,
+                    "digest": model.digest,
+                    "details": details(model),
+                    "expires_at": local_time(expires),
+                    "size_vram": resident.info.size_bytes if UNIFIED_MEMORY else 0,
+                    "context_length": services.settings.context_length,
+                }
+            )
+        return json_response({"models": out})

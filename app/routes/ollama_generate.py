@@ -1,0 +1,64 @@
+"""``POST /api/generate``: one prompt, rendered through the chat template unless ``raw``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Quart, Response
+
+from app.protocol import fields
+from app.protocol.errors import BadRequest
+from app.protocol.ndjson import created_at
+from app.protocol.steering import read_steering
+from app.routes.job_responses import NdjsonCodec, metrics, ollama_logprobs, respond
+from app.services import Services
+from inference.engine.job import Finished, TextChunk
+
+
+def register(app: Quart, services: Services) -> None:
+    @app.post("/api/generate")
+    async def generate() -> Response:
+        body = await fields.read_body()
+        model = services.find_model(body.get("model"), missing_is_404=True)
+        prompt = fields.typed(body, "prompt", str, "")
+        system = fields.typed(body, "system", str, "")
+        raw = fields.typed(body, "raw", bool, False)
+        stream = fields.typed(body, "stream", bool, True)
+        context = fields.typed(body, "context", list, [])
+        if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in context):
+            raise BadRequest('field "context" must be an array of token ids (non-negative integers)')
+        if raw and (system or context or body.get("template")):
+            raise BadRequest("raw mode does not support template, system, or context")
+        for unsupported in ("template", "suffix", "images"):
+            if body.get(unsupported):
+                raise BadRequest(f'"{unsupported}" is not supported by this server yet')
+        steering = read_steering(body, model.name, model.info, allow_tools=False)
+        messages: list[dict[str, object]] = []
+        if system:
+            messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": prompt})
+        request = services.generation_request(
+            body,
+            model,
+            messages,
+            has_input=bool(prompt),
+            prompt=prompt if raw else None,
+            context=context,
+            steering=steering,
+        )
+        name = body["model"]
+
+        def head(part: TextChunk) -> dict[str, Any]:
+            out = {"model": name, "created_at": created_at(), "response": part.text}
+            return out | ({"thinking": part.thinking} if part.thinking else {})
+
+        def chunk(part: TextChunk) -> dict[str, Any]:
+            return head(part) | {"done": False} | ollama_logprobs(part)
+
+        def final(whole: TextChunk, finished: Finished) -> dict[str, Any]:
+            out = head(whole) | metrics(finished) | ollama_logprobs(whole)
+            if not raw and finished.context:
+                out["context"] = list(finished.context)
+            return out
+
+        return await respond(services.engine, request, stream=stream, codec=NdjsonCodec(chunk, final))

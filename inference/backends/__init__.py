@@ -1,0 +1,1 @@
+"""Backends: what runs a model (MLX, llama.cpp, and a scripted fake for tests), behind one seam."""

@@ -1,0 +1,1 @@
+"""The llama.cpp backend: GGUF models run with ``llama-cpp-python``, with continuous batching."""

@@ -1,0 +1,270 @@
+"""The MLX backend: Hugging Face / mlx-community model directories run with ``mlx-lm``.
+
+With :mod:`inference.backends.mlx.batch`, the only modules that import MLX. Everything here runs on the
+engine's worker thread, so MLX's thread-local streams stay on one thread. Loading, chat templates,
+tokenizing and the grammar mask live here; batched decoding and the prefix cache live in
+:mod:`inference.backends.mlx.batch`, on mlx-lm's own ``BatchGenerator``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inference.backends.base import ModelInfo, ModelLoadError, SamplingParams
+from inference.backends.chat_template import template_message
+from inference.backends.mlx import blas_shim as mlx_blas
+from inference.backends.mlx.batch import MlxBatch, PrefixCache, make_processors, make_sampler
+from validation.constraint import GrammarCache, TokenConstraint
+
+_DTYPE_NAMES = {"F32": "F32", "F16": "F16", "BF16": "BF16"}
+
+
+def _safetensors_header(path: Path) -> dict[str, Any]:
+    with path.open("rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        if length > 100_000_000:
+            raise ValueError(f"{path.name}: implausible safetensors header")
+        header: dict[str, Any] = json.loads(f.read(length))
+    return header
+
+
+def _count_parameters(path: Path) -> tuple[int, str]:
+    """Parameter count and dominant dtype from the safetensors headers (no weights read)."""
+    total = 0
+    dtypes: dict[str, int] = {}
+    for file in sorted(path.glob("*.safetensors")):
+        for name, entry in _safetensors_header(file).items():
+            if name == "__metadata__":
+                continue
+            count = 1
+            for dim in entry["shape"]:
+                count *= int(dim)
+            total += count
+            dtypes[entry["dtype"]] = dtypes.get(entry["dtype"], 0) + count
+    dominant = max(dtypes, key=lambda d: dtypes[d]) if dtypes else "unknown"
+    return total, dominant
+
+
+def describe_directory(path: Path) -> ModelInfo:
+    """Facts about a Hugging Face layout model directory, from its small files only."""
+    config = json.loads((path / "config.json").read_text())
+    chat_template = None
+    tokenizer_config = path / "tokenizer_config.json"
+    if tokenizer_config.exists():
+        chat_template = json.loads(tokenizer_config.read_text()).get("chat_template")
+    jinja = path / "chat_template.jinja"
+    if chat_template is None and jinja.exists():
+        chat_template = jinja.read_text()
+    params, dtype = _count_parameters(path)
+    quant = config.get("quantization") or config.get("quantization_config")
+    if isinstance(quant, dict) and "bits" in quant:
+        quantization = f"Q{quant['bits']}"
+        # Packed quantised weights undercount parameters by 32/bits.
+        params = params * 32 // int(quant["bits"])
+    else:
+        quantization = _DTYPE_NAMES.get(dtype, dtype)
+    text_config = config.get("text_config", {})
+    context = config.get("max_position_embeddings") or text_config.get("max_position_embeddings")
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    return ModelInfo(
+        family=str(config.get("model_type", "unknown")),
+        context_length=int(context or 4096),
+        parameter_count=params,
+        quantization=quantization,
+        chat_template=chat_template if isinstance(chat_template, str) else None,
+        size_bytes=size,
+        extra={
+            "embedding_length": config.get("hidden_size"),
+            "block_count": config.get("num_hidden_layers"),
+            "attention.head_count": config.get("num_attention_heads"),
+            "attention.head_count_kv": config.get("num_key_value_heads"),
+            "vocab_size": config.get("vocab_size"),
+        },
+    )
+
+
+def _mask_processor(constraint: TokenConstraint) -> Callable[[Any, Any], Any]:
+    """An mlx-lm logits processor applying ``constraint``'s mask (NumPy mask, MLX ``where``).
+
+    mlx-lm passes the whole history; the first call holds only the prompt, later calls add the
+    sampled tokens, which the constraint consumes. mlx-lm computes one step past the end token,
+    and the constraint tolerates that (after the end it allows only end tokens).
+
+    The step's forward pass is started (``async_eval``) before the mask is computed, so the model
+    runs while llguidance works out the mask on this thread, instead of one after the other.
+    """
+    import mlx.core as mx
+
+    seen: int | None = None
+    # On Apple Silicon llguidance applies the packed mask with a Metal kernel; elsewhere NumPy
+    # unpacks it and MLX selects.
+    metal = mx.metal.is_available()
+    if metal:
+        from llguidance.mlx import apply_token_bitmask
+
+    def process(tokens: Any, logits: Any) -> Any:
+        nonlocal seen
+        mx.async_eval(logits)  # type: ignore[no-untyped-call]
+        length = int(tokens.shape[0])
+        if seen is not None and length > seen:
+            constraint.consume(tokens[seen:].tolist())
+        seen = length
+        if metal:
+            return apply_token_bitmask(logits, constraint.bitmask())
+        return mx.where(mx.array(constraint.allowed()), logits, -mx.inf)
+
+    return process
+
+
+class MlxModel:
+    """A model loaded with ``mlx_lm.load``."""
+
+    max_sequences = 0
+
+    def __init__(self, path: Path, cache: CacheSettings) -> None:
+        import mlx_lm
+
+        self.info = describe_directory(path)
+        try:
+            loaded = mlx_lm.load(str(path))
+            self._model: Any = loaded[0]
+            self._tokenizer: Any = loaded[1]
+        except Exception as error:  # mlx-lm raises many kinds; all mean "unusable files"
+            raise ModelLoadError(f"{type(error).__name__}: {error}") from error
+        self._eos = set(self._tokenizer.eos_token_ids)
+        self._grammars: GrammarCache | None = None
+        self._interleave_chunk = cache.interleave_chunk
+        self.prefix_cache = PrefixCache(cache.entries, cache.max_bytes) if cache.entries > 0 else None
+
+    def single_tokens(self, texts: Sequence[str]) -> dict[str, int]:
+        added: dict[str, int] = self._tokenizer._tokenizer.get_added_vocab()
+        return {t: added[t] for t in texts if t in added}
+
+    def constraint(self, grammar: str) -> TokenConstraint:
+        if self._grammars is None:
+            # Building llguidance's tokenizer costs ~1 s at a 150k vocabulary: once per model.
+            from llguidance.hf import from_tokenizer
+
+            n_vocab = int(self._model.args.vocab_size)
+            tokenizer = from_tokenizer(
+                self._tokenizer._tokenizer, n_vocab=n_vocab, eos_token=sorted(self._eos)
+            )
+            self._grammars = GrammarCache(tokenizer, n_vocab, sorted(self._eos))
+        return self._grammars.constraint(grammar)
+
+    def render_chat(
+        self,
+        messages: Sequence[dict[str, object]],
+        *,
+        tools: Sequence[dict[str, object]] = (),
+        think: bool | None = None,
+        template: str | None = None,
+    ) -> str:
+        if template is None and self._tokenizer.chat_template is None:
+            # No template: plain concatenation, as mlx-lm does for base models.
+            return "".join(str(m.get("content", "")) for m in messages)
+        extra: dict[str, Any] = {}
+        if tools:
+            extra["tools"] = list(tools)
+        if think is not None:
+            extra["enable_thinking"] = think
+        if template is not None:
+            extra["chat_template"] = template
+        rendered: str = self._tokenizer.apply_chat_template(
+            [template_message(m) for m in messages], add_generation_prompt=True, tokenize=False, **extra
+        )
+        return rendered
+
+    def tokenize(self, text: str) -> list[int]:
+        bos = self._tokenizer.bos_token
+        add_special = bos is None or not text.startswith(bos)
+        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=add_special)
+        return ids
+
+    def open_batch(self) -> MlxBatch:
+        vocab = int(self._model.args.vocab_size) if hasattr(self._model, "args") else 0
+
+        def processors(params: SamplingParams, constraint: TokenConstraint | None) -> list[Any]:
+            return make_processors(params, None if constraint is None else _mask_processor(constraint))
+
+        return MlxBatch(
+            self._model,
+            self._tokenizer,
+            self._eos,
+            make_sampler=lambda params: make_sampler(params, vocab),
+            make_processors=processors,
+            prefix_cache=self.prefix_cache,
+            interleave_chunk=self._interleave_chunk,
+        )
+
+    def close(self) -> None:
+        import gc
+
+        import mlx.core as mx
+
+        # Drop every reference to the weights (the model, and the grammar cache that holds the
+        # tokenizer), collect cycles, then hand MLX's cached buffers back to the system.
+        self._model = None
+        self._grammars = None
+        self.prefix_cache = None
+        gc.collect()
+        mx.clear_cache()
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Prefix cache bounds (``entries`` 0 turns it off) and the prefill chunk a batch starts from
+    while other sequences decode (then sized from the steps' durations)."""
+
+    entries: int = 16
+    max_bytes: int = 2 << 30
+    interleave_chunk: int = 32
+
+
+class MlxBackend:
+    """Serves directories holding ``config.json`` and ``*.safetensors`` weights."""
+
+    name = "mlx"
+
+    def __init__(self, cache: CacheSettings | None = None, *, openblas: bool = True) -> None:
+        self.cache = cache or CacheSettings()
+        self.openblas = openblas  # Linux: route MLX's float32 products to OpenBLAS (mlx_blas)
+
+    def can_load(self, path: Path) -> bool:
+        return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+    def describe(self, path: Path) -> ModelInfo:
+        return describe_directory(path)
+
+    def load(self, path: Path) -> MlxModel:
+        if not any(path.glob("tokenizer*")):
+            raise ModelLoadError("no tokenizer files (tokenizer.json / tokenizer_config.json)")
+        mlx_blas.install(self.openblas)  # before the first load imports MLX; decided once
+        try:
+            return MlxModel(path, self.cache)
+        except ModelLoadError:
+            raise
+        except Exception as error:
+            raise ModelLoadError(f"{type(error).__name__}: {error}") from error
+
+    def release_thread(self) -> None:
+        release_mlx_streams()
+
+
+def release_mlx_streams() -> None:
+    """Free the calling thread's MLX streams, if MLX was used at all.
+
+    Since MLX 0.32 a thread must do this before it ends (and the main thread before the
+    interpreter exits); otherwise the process may abort at exit ("terminate called without an
+    active exception", ml-explore/mlx#4327).
+    """
+    import sys
+
+    core = sys.modules.get("mlx.core")
+    if core is not None:
+        core.clear_streams()

@@ -1,0 +1,1 @@
+"""Engine tests on the fake backend: scheduling, cancellation and residency, with no sockets."""

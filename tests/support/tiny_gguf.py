@@ -1,0 +1,97 @@
+"""Writes the tiny test models as GGUF files, the format llama.cpp (and Ollama) load.
+
+A model built by :mod:`tests.support.tiny_model` (a Qwen2 in the Hugging Face layout, its BPE tokenizer
+trained with ``tokenizers``) is written with the ``gguf`` package the way llama.cpp's own
+converter writes a Qwen2: the same weights under llama.cpp's tensor names, the vocabulary, merges,
+token types and special tokens in the metadata, and the chat template from the tokenizer config.
+So the GGUF says exactly what the MLX model says, and the same tests can hold both to it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# MLX / Hugging Face parameter names -> llama.cpp's (per layer: ``blk.N.``).
+_LAYER_NAMES = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
+
+# GGUF token types.
+NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
+
+
+def _tensor_name(name: str) -> str:
+    if name == "model.embed_tokens.weight":
+        return "token_embd.weight"
+    if name == "model.norm.weight":
+        return "output_norm.weight"
+    if name == "lm_head.weight":
+        return "output.weight"
+    prefix, _, rest = name.removeprefix("model.layers.").partition(".")
+    module, _, kind = rest.rpartition(".")
+    return f"blk.{prefix}.{_LAYER_NAMES[module]}.{kind}"
+
+
+def write_gguf(model_dir: Path, out: Path) -> Path:
+    """Write the model in ``model_dir`` as the GGUF file ``out`` (F32) and return ``out``."""
+    import gguf
+    import mlx.core as mx
+    import numpy as np
+
+    config = json.loads((model_dir / "config.json").read_text())
+    tokenizer = json.loads((model_dir / "tokenizer.json").read_text())
+    tokenizer_config = json.loads((model_dir / "tokenizer_config.json").read_text())
+
+    vocab: dict[str, int] = dict(tokenizer["model"]["vocab"])
+    types = {token: NORMAL for token in vocab}
+    for added in tokenizer["added_tokens"]:
+        vocab[added["content"]] = added["id"]
+        types[added["content"]] = CONTROL if added["special"] else USER_DEFINED
+    by_id = sorted(vocab.items(), key=lambda item: item[1])
+    assert [i for _, i in by_id] == list(range(len(by_id))), "token ids must be dense"
+    tokens = [token for token, _ in by_id]
+    token_types = [types[token] for token in tokens]
+    for i in range(len(tokens), int(config["vocab_size"])):  # the model's padding ids
+        tokens.append(f"[PAD{i}]")
+        token_types.append(UNUSED)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]]
+
+    writer = gguf.GGUFWriter(str(out), "qwen2")
+    writer.add_name(model_dir.name)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_context_length(int(config["max_position_embeddings"]))
+    writer.add_embedding_length(int(config["hidden_size"]))
+    writer.add_block_count(int(config["num_hidden_layers"]))
+    writer.add_feed_forward_length(int(config["intermediate_size"]))
+    writer.add_head_count(int(config["num_attention_heads"]))
+    writer.add_head_count_kv(int(config["num_key_value_heads"]))
+    writer.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
+    writer.add_rope_freq_base(float(config["rope_theta"]))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")  # the tokenizer's ByteLevel split is GPT-2's pattern
+    writer.add_token_list(tokens)
+    writer.add_token_types(token_types)
+    writer.add_token_merges(merges)
+    writer.add_eos_token_id(vocab[tokenizer_config["eos_token"]])
+    writer.add_pad_token_id(vocab[tokenizer_config["pad_token"]])
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(tokenizer_config["chat_template"])
+
+    weights = mx.load(str(model_dir / "model.safetensors"))
+    for name in sorted(weights):
+        array = np.array(weights[name].astype(mx.float32))
+        writer.add_tensor(_tensor_name(name), array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
