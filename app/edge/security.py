@@ -22,7 +22,7 @@ from quart import Quart, Response, request
 from werkzeug.datastructures import Headers
 
 from app.config import Settings
-from app.protocol.errors import error_response
+from app.protocol.errors import Forbidden, TooManyHeaders, Unauthorized
 
 log = logging.getLogger("trillm.http")
 MANAGEMENT_ROUTES = ("/api/pull", "/api/create", "/api/copy", "/api/delete", "/api/blobs/")
@@ -100,12 +100,12 @@ def install(app: Quart, settings: Settings) -> None:
     @app.before_request
     async def _guard() -> Response | None:
         if guard_host and not host_is_local(request.headers.get("Host", "")):
-            return error_response("forbidden: Host header is not a local address", 403)
+            raise Forbidden("forbidden: Host header is not a local address")
         if len(request.headers) > settings.max_headers:
             log.warning(
                 "refused a request with %d headers (limit %d)", len(request.headers), settings.max_headers
             )
-            return error_response(f"too many request headers (the limit is {settings.max_headers})", 431)
+            raise TooManyHeaders(f"too many request headers (the limit is {settings.max_headers})")
         if request.method == "OPTIONS":
             return Response("", status=204)
         liveness = request.path == "/" and request.method in ("GET", "HEAD")
@@ -114,16 +114,11 @@ def install(app: Quart, settings: Settings) -> None:
             and not liveness
             and not hmac.compare_digest(presented_key(request.headers).encode(), key)
         ):
-            response = error_response(
-                "unauthorized: this server needs an API key, sent as 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'",
-                401,
+            raise Unauthorized(
+                "unauthorized: this server needs an API key, sent as 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'"
             )
-            response.headers["WWW-Authenticate"] = "Bearer"
-            return response
         if not settings.management and request.path.startswith(MANAGEMENT_ROUTES):
-            return error_response(
-                "model management is disabled on this server (TRILLM_DISABLE_MANAGEMENT)", 403
-            )
+            raise Forbidden("model management is disabled on this server (TRILLM_DISABLE_MANAGEMENT)")
         return None
 
     @app.after_request

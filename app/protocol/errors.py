@@ -3,13 +3,22 @@
 Every error is ``{"error": "<message>"}`` with the status Ollama uses::
 
     ApiError (status, message)
-    ├── BadRequest          400  malformed body, field or option
-    ├── Forbidden           403  non-local Host on a loopback bind
-    ├── NotFound            404  unknown model or route
-    ├── BodyTimeout         408  body not sent in time
-    ├── PayloadTooLarge     413  body over the cap
-    ├── ServiceUnavailable  503  queue full (with Retry-After)
-    └── (500)                    anything unexpected, logged with its traceback
+    ├── BadRequest           400  malformed body, field or option; a request the model cannot run
+    ├── Unauthorized         401  API key missing or wrong (with WWW-Authenticate)
+    ├── Forbidden            403  non-local Host on a loopback bind; management switched off
+    ├── NotFound             404  unknown model, blob or route
+    ├── BodyTimeout          408  body not sent in time
+    ├── PayloadTooLarge      413  body over the cap
+    ├── Unprocessable        422  a reply that broke its format or tool schema (with the partial)
+    ├── TooManyHeaders       431  more headers than the limit
+    ├── NotImplementedHere   501  a route that is known but not built yet
+    ├── BadGateway           502  the Hub failed or could not be reached
+    ├── ServiceUnavailable   503  queue full or out of memory (with Retry-After)
+    ├── InsufficientStorage  507  the disk cannot hold a download
+    └── (500)                     anything unexpected, logged with its traceback
+
+``inference/`` never chooses a status: its failures carry a :class:`~inference.failures.FailureKind`,
+and :data:`FAILURES` is the one map from kind to error class.
 
 Under ``/v1/`` the same errors take OpenAI's shape, ``{"error": {"message", "type", "param",
 "code"}}``, with the statuses the official client maps to its exception classes.
@@ -24,6 +33,7 @@ from quart import Quart, Response, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
 from app.protocol.ndjson import json_response
+from inference.failures import FailureKind
 
 log = logging.getLogger("trillm.http")
 
@@ -34,15 +44,12 @@ class ApiError(Exception):
     status = 500
 
     def __init__(
-        self, message: str, status: int | None = None, *, extra: dict[str, Any] | None = None
+        self, message: str, *, param: str | None = None, extra: dict[str, Any] | None = None
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param  # the request field at fault, for OpenAI's error object
         self.extra = extra or {}
-        if status is not None:
-            self.status = status
-
-    param: str | None = None
 
     def response(self) -> Response:
         return error_response(self.message, self.status, self.param, self.extra)
@@ -50,6 +57,15 @@ class ApiError(Exception):
 
 class BadRequest(ApiError):
     status = 400
+
+
+class Unauthorized(ApiError):
+    status = 401
+
+    def response(self) -> Response:
+        response = super().response()
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
 
 class Forbidden(ApiError):
@@ -68,6 +84,30 @@ class BodyTimeout(ApiError):
     status = 408
 
 
+class Unprocessable(ApiError):
+    status = 422
+
+
+class TooManyHeaders(ApiError):
+    status = 431
+
+
+class InternalError(ApiError):
+    status = 500
+
+
+class NotImplementedHere(ApiError):
+    status = 501
+
+
+class BadGateway(ApiError):
+    status = 502
+
+
+class InsufficientStorage(ApiError):
+    status = 507
+
+
 class ServiceUnavailable(ApiError):
     status = 503
 
@@ -76,6 +116,22 @@ class ServiceUnavailable(ApiError):
         response.headers["Retry-After"] = "1"
         response.headers["x-should-retry"] = "true"
         return response
+
+
+FAILURES: dict[FailureKind, type[ApiError]] = {
+    FailureKind.INVALID_REQUEST: BadRequest,
+    FailureKind.NOT_FOUND: NotFound,
+    FailureKind.REJECTED_REPLY: Unprocessable,
+    FailureKind.OUT_OF_MEMORY: ServiceUnavailable,
+    FailureKind.UPSTREAM: BadGateway,
+    FailureKind.NO_SPACE: InsufficientStorage,
+    FailureKind.INTERNAL: InternalError,
+}
+
+
+def failure_error(kind: FailureKind, message: str, extra: dict[str, Any] | None = None) -> ApiError:
+    """The HTTP error for a failure the engine or the store reported."""
+    return FAILURES[kind](message, extra=extra)
 
 
 OPENAI_TYPES = {

@@ -19,9 +19,7 @@ EFFORT = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "hi
 
 
 def bad(message: str, param: str) -> BadRequest:
-    error = BadRequest(message)
-    error.param = param
-    return error
+    return BadRequest(message, param=param)
 
 
 def _text(content: object, where: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import trio
 from quart import Response
 
-from app.protocol.errors import ApiError, ServiceUnavailable
+from app.protocol.errors import ApiError, ServiceUnavailable, failure_error
 from app.protocol.ndjson import NDJSON, json_response, line
 from inference.engine.job import Event, Failed, Finished, GenerationRequest, Job, Partial, TextChunk
 from inference.engine.scheduler import Engine, EngineBusy
@@ -125,7 +125,7 @@ def _streaming(body: AsyncIterator[bytes], jobs: list[Job], media_type: str) -> 
 
 def _api_error(failed: Failed, codec: Codec) -> ApiError:
     extra = codec.failure(failed.partial) if failed.partial is not None else None
-    return ApiError(failed.message, failed.status, extra=extra)
+    return failure_error(failed.kind, failed.message, extra)
 
 
 async def respond_all(

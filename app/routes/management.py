@@ -16,7 +16,7 @@ import trio
 from quart import Quart, Response, request
 
 from app.protocol import fields
-from app.protocol.errors import ApiError, BadRequest, NotFound
+from app.protocol.errors import BadRequest, InternalError, NotFound
 from app.routes.progress_lines import Report, progress_response
 from app.services import Services
 from inference.store.manifest import InvalidDigest, Manifest, digest_hex
@@ -124,7 +124,7 @@ def register(app: Quart, services: Services) -> None:
         except (ModelNotFound, FileNotFoundError) as error:
             raise NotFound(f"model '{model.name}' not found") from error
         except (StoreError, OSError) as error:
-            raise ApiError(f"deleting {model.name} failed: {error}") from error
+            raise InternalError(f"deleting {model.name} failed: {error}") from error
         return Response("", status=200)
 
     @app.route("/api/blobs/<digest>", methods=["HEAD", "POST"])

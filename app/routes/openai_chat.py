@@ -16,7 +16,7 @@ from typing import Any
 from quart import Quart, Response
 
 from app.protocol import fields, openai_request
-from app.protocol.errors import error_response, openai_error
+from app.protocol.errors import BadRequest, NotImplementedHere, openai_error
 from app.protocol.sse import DONE, event
 from app.protocol.steering import read_steering
 from app.routes.job_responses import respond
@@ -174,10 +174,10 @@ def register(app: Quart, services: Services) -> None:
         # No embedding model kind exists yet, so every model refuses, as a chat model does in Ollama.
         body = await fields.read_body()
         model = services.find_model(body.get("model"))
-        return error_response(f'"{model.name}" does not support embeddings', 400, "model")
+        raise BadRequest(f'"{model.name}" does not support embeddings', param="model")
 
     @app.post("/api/embed")
     @app.post("/api/embeddings")
     async def ollama_embeddings() -> Response:
         # A bare 404 here reads to clients as "model missing"; say what is really missing.
-        return error_response(NO_EMBEDDINGS, 501)
+        raise NotImplementedHere(NO_EMBEDDINGS)

@@ -19,7 +19,7 @@ from typing import Any
 import trio
 from quart import Response, current_app
 
-from app.protocol.errors import error_response
+from app.protocol.errors import ApiError, BadRequest, InternalError, failure_error
 from app.protocol.ndjson import NDJSON, json_response, line
 from inference.store.model_store import StoreError
 from inference.store.pull import PullCancelled, PullError, PullProgress
@@ -36,7 +36,7 @@ def progress_object(progress: PullProgress) -> dict[str, Any]:
 
 
 async def progress_response(work: Work, *, stream: bool) -> Response:
-    send, receive = trio.open_memory_channel[dict[str, Any]](math.inf)
+    send, receive = trio.open_memory_channel[dict[str, Any] | ApiError](math.inf)
     stop = threading.Event()
     token = trio.lowlevel.current_trio_token()
 
@@ -46,18 +46,18 @@ async def progress_response(work: Work, *, stream: bool) -> Response:
         except (trio.RunFinishedError, trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # the reader is gone; the work notices through should_stop
 
-    def run() -> dict[str, Any] | None:
+    def run() -> ApiError | None:
         try:
             work(report, stop.is_set)
         except PullCancelled:
             return None
         except PullError as error:
-            return {"error": str(error), "status": error.status}
+            return failure_error(error.kind, str(error))
         except StoreError as error:
-            return {"error": str(error), "status": 400}
+            return BadRequest(str(error))
         except Exception as error:
             log.exception("store operation failed")
-            return {"error": f"{type(error).__name__}: {error}", "status": 500}
+            return InternalError(f"{type(error).__name__}: {error}")
         return None
 
     async def drive() -> None:
@@ -69,24 +69,23 @@ async def progress_response(work: Work, *, stream: bool) -> Response:
     current_app.nursery.start_soon(drive)  # type: ignore[attr-defined]
 
     if not stream:
-        last: dict[str, Any] = {}
+        last: dict[str, Any] | ApiError = {}
         try:
             async with receive:
                 async for item in receive:
                     last = item
         finally:
             stop.set()
-        if "error" in last:
-            return error_response(last["error"], last["status"])
+        if isinstance(last, ApiError):
+            return last.response()
         return json_response(last)
 
     async def lines() -> AsyncIterator[bytes]:
         try:
             async with receive:
                 async for item in receive:
-                    if "error" in item:
-                        item = {"error": item["error"]}  # the HTTP status is already sent
-                    yield line(item)
+                    # An error after the first line: the HTTP status is already sent.
+                    yield line({"error": item.message} if isinstance(item, ApiError) else item)
         finally:
             stop.set()
 

@@ -17,6 +17,7 @@ import time
 from inference.backends.base import GenerationCancelled, LoadedModel, Step, TokenLogprob
 from inference.engine.job import CallOut, Failed, Finished, Job, Partial, Steering, TextChunk
 from inference.engine.stops import StopMatcher
+from inference.failures import FailureKind
 from validation.constraint import ConstraintError, TokenConstraint
 from validation.grammars import MARKERS, answer_grammar, tool_grammar
 from validation.reply import ReplyDelta, ReplyParser
@@ -25,6 +26,7 @@ from validation.structured import OutputMismatch
 log = logging.getLogger("trillm.generation")
 
 MISMATCH = "the reply does not match the requested format"
+INVALID = FailureKind.INVALID_REQUEST
 INVALID_CALL = "the model produced an invalid tool call"
 CONTEXT_TOO_LONG = (
     "the prompt is longer than the context length currently available to the model; "
@@ -161,7 +163,7 @@ class Generation:
         vocab = model.info.extra.get("vocab_size")
         if isinstance(vocab, int) and any(t >= vocab for t in request.context):
             return self._failed(
-                "failed", f"context holds token ids outside this model's vocabulary of {vocab}", 400
+                "failed", f"context holds token ids outside this model's vocabulary of {vocab}", INVALID
             )
         self.prompt = [*request.context, *model.tokenize(text)]
         job.report.prompt_tokens = len(self.prompt)
@@ -171,7 +173,7 @@ class Generation:
         if len(self.prompt) >= window:
             limit = f"num_ctx {window}" if window == request.num_ctx else f"the model's context of {window}"
             message = f"{CONTEXT_TOO_LONG} ({len(self.prompt)} >= {limit})"
-            return self._failed("failed", message, 400)
+            return self._failed("failed", message, INVALID)
         self._budget = window - len(self.prompt)
         if request.num_predict >= 0:
             self._budget = min(self._budget, request.num_predict)
@@ -180,7 +182,7 @@ class Generation:
         try:
             self.constraint = None if grammar is None else model.constraint(grammar)
         except ConstraintError as error:
-            return self._failed("failed", f"format cannot be enforced for this model: {error}", 400)
+            return self._failed("failed", f"format cannot be enforced for this model: {error}", INVALID)
         self._reply = _Reply(job, inside)
         if self._budget <= 0:
             self._finish("length")
@@ -234,28 +236,30 @@ class Generation:
         return False
 
     def fail(self, error: BaseException) -> bool:
-        """End with the backend's ``error`` (out of memory is a 503, anything else a 500)."""
+        """End with the backend's ``error`` (out of memory, or an internal failure)."""
         if isinstance(error, GenerationCancelled):
             return self.cancel()
         if isinstance(error, MemoryError):
             log.error("out of memory generating for %s: %s", self.job.request.model, error)
             message = f"out of memory while running the model ({error}); try a shorter prompt or num_ctx"
-            return self._failed("failed", message, 503)
+            return self._failed("failed", message, FailureKind.OUT_OF_MEMORY)
         log.error("generation for %s failed", self.job.request.model, exc_info=error)
-        return self._failed("failed", f"an error was encountered while running the model: {error}", 500)
+        return self._failed(
+            "failed", f"an error was encountered while running the model: {error}", FailureKind.INTERNAL
+        )
 
-    def _failed(self, outcome: str, message: str, status: int, partial: Partial | None = None) -> bool:
+    def _failed(self, outcome: str, message: str, kind: FailureKind, partial: Partial | None = None) -> bool:
         if not self.done:
             self._close(outcome)
-            self.job.emit(Failed(message, status, partial))
+            self.job.emit(Failed(message, kind, partial))
         return False
 
     def _rejected(self, outcome: str, message: str, done_reason: str) -> bool:
-        """A 422: the reply failed its format or tool checks; it goes back with the error."""
+        """The reply failed its format or tool checks; it goes back with the error."""
         assert self._reply is not None
         text, thinking = self._reply.written()
         partial = Partial(text, thinking, self._metrics(done_reason, time.perf_counter()))
-        return self._failed(outcome, message, 422, partial)
+        return self._failed(outcome, message, FailureKind.REJECTED_REPLY, partial)
 
     def _metrics(self, done_reason: str, end: float) -> Finished:
         job = self.job

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import trio
 
 from inference.backends.base import SamplingParams, TokenLogprob
+from inference.failures import FailureKind
 from validation.structured import OutputFormat
 from validation.toolset import ToolSet
 
@@ -114,10 +115,10 @@ class Partial:
 
 @dataclass(frozen=True)
 class Failed:
-    """The last event of a failed job; ``status`` applies when nothing was sent yet."""
+    """The last event of a failed job; ``kind`` says why (the HTTP status, when nothing was sent yet)."""
 
     message: str
-    status: int = 500
+    kind: FailureKind = FailureKind.INTERNAL
     partial: Partial | None = None
 
 

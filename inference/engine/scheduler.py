@@ -30,6 +30,7 @@ from inference.engine.batch import Admission, DecodeBatch
 from inference.engine.generation import Generation
 from inference.engine.job import Failed, Finished, GenerationRequest, Job, JobReport
 from inference.engine.worker import WorkerThread
+from inference.failures import FailureKind
 
 log = logging.getLogger("trillm.engine")
 
@@ -38,7 +39,7 @@ BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceede
 
 
 class EngineBusy(Exception):
-    """Raised by :meth:`Engine.submit_nowait` when the wait queue is full (HTTP 503)."""
+    """Raised by :meth:`Engine.submit_nowait` when the wait queue is full."""
 
 
 @dataclass
@@ -283,8 +284,8 @@ class Engine:
         except Exception as error:
             log.warning("loading %s failed: %s", request.model, error)
             job.report.outcome = "failed"
-            status = 503 if isinstance(error, MemoryError) else 500
-            job.emit(Failed(f"failed to load model '{request.model}': {error}", status))
+            kind = FailureKind.OUT_OF_MEMORY if isinstance(error, MemoryError) else FailureKind.INTERNAL
+            job.emit(Failed(f"failed to load model '{request.model}': {error}", kind))
             return self._finished(job)
         resident.last_used = time.monotonic()
         resident.keep_alive = request.keep_alive

@@ -30,6 +30,7 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
+from inference.failures import FailureKind
 from inference.store.manifest import Manifest
 from inference.store.model_store import ModelNotFound, ModelStore, StoredModel, StoreError, safe_relative
 from inference.store.names import ModelName, parse_name
@@ -45,11 +46,11 @@ _locks_guard = threading.Lock()
 
 
 class PullError(Exception):
-    """A pull that cannot complete; the message is for the user, ``status`` for HTTP."""
+    """A pull that cannot complete; the message is for the user, ``kind`` says why."""
 
-    def __init__(self, message: str, status: int = 500) -> None:
+    def __init__(self, message: str, kind: FailureKind = FailureKind.INTERNAL) -> None:
         super().__init__(message)
-        self.status = status
+        self.kind = kind
 
 
 class PullCancelled(Exception):
@@ -117,7 +118,7 @@ def pull_model(
         raise PullError(
             f'"{wanted.model}" is not a Hugging Face repo id; pull ORG/REPO, '
             "for example mlx-community/Qwen3-0.6B-4bit",
-            400,
+            FailureKind.INVALID_REQUEST,
         )
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
     report(PullProgress("pulling manifest"))
@@ -155,7 +156,7 @@ def pull_model(
         try:
             stored = store.save(manifest)
         except StoreError as error:
-            raise PullError(str(error), 400) from error
+            raise PullError(str(error), FailureKind.INVALID_REQUEST) from error
         shutil.rmtree(staging, ignore_errors=True)
     report(PullProgress("success"))
     return stored
@@ -171,12 +172,14 @@ def _plan(wanted: ModelName, endpoint: str, token: str | None) -> _Plan:
         raise PullError(
             f"pull model manifest: file does not exist ({wanted.repo} is not a model repo on {endpoint}"
             " that this token can read)",
-            404,
+            FailureKind.NOT_FOUND,
         ) from error
     except HfHubHTTPError as error:
-        raise PullError(f"pull model manifest: {error}", 502) from error
+        raise PullError(f"pull model manifest: {error}", FailureKind.UPSTREAM) from error
     except Exception as error:  # connection errors, from whichever HTTP library the hub client uses
-        raise PullError(f"pull model manifest: cannot reach {endpoint}: {error}", 502) from error
+        raise PullError(
+            f"pull model manifest: cannot reach {endpoint}: {error}", FailureKind.UPSTREAM
+        ) from error
     commit = str(info.sha or "")
     if not _COMMIT.fullmatch(commit):
         commit = hashlib.sha256(commit.encode()).hexdigest()[:40]
@@ -199,7 +202,7 @@ def _plan(wanted: ModelName, endpoint: str, token: str | None) -> _Plan:
             raise PullError(
                 f"{wanted.repo} holds safetensors weights; a tag ({wanted.tag!r}) only selects a GGUF "
                 "quantisation. Pull it without a tag.",
-                400,
+                FailureKind.INVALID_REQUEST,
             )
         plan.files = [r for r in remotes if "/" not in r.name and any(fnmatch(r.name, p) for p in MLX_FILES)]
     elif ggufs:
@@ -208,13 +211,15 @@ def _plan(wanted: ModelName, endpoint: str, token: str | None) -> _Plan:
         raise PullError(
             f"{wanted.repo} is not an MLX or GGUF model: it has no config.json with *.safetensors "
             "weights and no .gguf file",
-            400,
+            FailureKind.INVALID_REQUEST,
         )
     for remote in plan.files:
         try:
             safe_relative(remote.name)
         except StoreError as error:
-            raise PullError(f"{wanted.repo} lists a file trillm will not write: {error}", 400) from error
+            raise PullError(
+                f"{wanted.repo} lists a file trillm will not write: {error}", FailureKind.INVALID_REQUEST
+            ) from error
     return plan
 
 
@@ -236,7 +241,7 @@ def _gguf_files(wanted: ModelName, ggufs: list[RemoteFile]) -> list[RemoteFile]:
             available = ", ".join(r.name for r in ggufs[:12])
             raise PullError(
                 f"{wanted.repo} has no GGUF file of quantisation {wanted.tag!r}; its GGUF files: {available}",
-                404,
+                FailureKind.NOT_FOUND,
             )
     else:
         matching = next(
@@ -263,7 +268,7 @@ def _check_space(store: ModelStore, plan: _Plan) -> None:
         raise PullError(
             f"not enough disk space in {store.root}: this pull needs {needed / 1e9:.2f} GB, "
             f"{free / 1e9:.2f} GB are free",
-            507,
+            FailureKind.NO_SPACE,
         )
 
 
@@ -342,7 +347,7 @@ def _download(
         except Exception as error:  # network and HTTP errors, whichever library raised them
             raise PullError(
                 f"downloading {remote.name} failed: {error} (what was downloaded is kept; pull again to resume)",
-                502,
+                FailureKind.UPSTREAM,
             ) from error
     report(PullProgress(_status(remote), remote.label, remote.size, remote.size))
     return target
@@ -355,7 +360,8 @@ def _verify_and_store(store: ModelStore, remote: RemoteFile, path: Path) -> str:
         except StoreError as error:
             path.unlink(missing_ok=True)
             raise PullError(
-                f"{remote.name} is corrupt: {error}; the damaged download was removed, pull again", 502
+                f"{remote.name} is corrupt: {error}; the damaged download was removed, pull again",
+                FailureKind.UPSTREAM,
             ) from error
     if remote.blob_id:
 
@@ -371,7 +377,7 @@ def _verify_and_store(store: ModelStore, remote: RemoteFile, path: Path) -> str:
             raise PullError(
                 f"{remote.name} is corrupt: digest mismatch, expected git blob {remote.blob_id}, "
                 f"got {digest.hexdigest()}; the damaged download was removed, pull again",
-                502,
+                FailureKind.UPSTREAM,
             )
     return store.add_blob(path)
 
