@@ -15,22 +15,31 @@ from typing import Any
 
 import trio
 
+from app import __version__
 from app.cli.http_client import Client, CliError, server_message
-from app.config import Settings
+from app.config import Settings, environment_help
 from inference.store.model_store import sha256_file
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trillm", description="A local LLM server speaking Ollama's API.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("-v", "--version", action="version", version=f"trillm version is {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(name: str, text: str, *aliases: str) -> argparse.ArgumentParser:
-        cmd = sub.add_parser(name, aliases=list(aliases), help=text, description=text)
+    def command(name: str, text: str, *aliases: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(
+            name,
+            aliases=list(aliases),
+            help=text,
+            description=text,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         if name != "serve":
             cmd.add_argument("--host", help="server address, host[:port] (TRILLM_HOST, OLLAMA_HOST)")
         return cmd
 
-    serve = command("serve", "start the server", "start")
+    serve = command("serve", "start the server", "start", epilog=environment_help())
     serve.add_argument("--host", help="address to bind, host[:port] (TRILLM_HOST, OLLAMA_HOST)")
     serve.add_argument("--models", help="model store directory (TRILLM_MODELS)")
     run = command("run", "chat with a model (pulled first if missing)")
@@ -61,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare ``trillm``: what it can do
+        parser.print_help()
+        return 0
     if args.command in ("serve", "start"):
         return _serve(args.host, args.models)
     client = Client(args.host)

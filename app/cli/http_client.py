@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from app.config import Settings, parse_host
+from app.config import HOST, parse_host
 
 
 class CliError(Exception):
@@ -22,8 +22,10 @@ class CliError(Exception):
 
 
 def base_url(host: str | None) -> str:
-    settings = Settings.from_env(host=host)
-    address, port = parse_host(host) if host else (settings.host, settings.port)
+    try:  # only the address matters here: another variable's bad value is the server's problem
+        address, port = parse_host(host or HOST.read() or "")
+    except ValueError as error:
+        raise CliError(f"invalid server address {host or HOST.read()!r}: expected host[:port]") from error
     if address in ("0.0.0.0", "::", ""):
         address = "127.0.0.1"  # a server bound to every address answers on loopback
     return f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}"

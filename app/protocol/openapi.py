@@ -10,9 +10,8 @@ from typing import Any
 
 from quart import Quart, Response
 
+from app import __version__
 from app.protocol.ndjson import json_response
-
-VERSION = "0.1.0"
 
 NUMBER = {"type": "number"}
 INTEGER = {"type": "integer"}
@@ -288,7 +287,7 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "trillm",
-            "version": VERSION,
+            "version": __version__,
             "description": "Ollama's API and OpenAI's, served by trillm.",
         },
         "paths": paths,

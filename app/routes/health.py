@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from quart import Quart, Response
 
+from app import __version__
 from app.protocol.ndjson import json_response
-
-VERSION = "0.1.0"
 
 
 def register(app: Quart) -> None:
@@ -16,4 +15,4 @@ def register(app: Quart) -> None:
 
     @app.route("/api/version", methods=["GET", "HEAD"])
     async def version() -> Response:
-        return json_response({"version": VERSION})
+        return json_response({"version": __version__})

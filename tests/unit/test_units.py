@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import Settings, parse_host
+from app.config import VARIABLES, Settings, SettingsError, environment_help, parse_host
 from app.protocol import modelfile
 from app.protocol.durations import DurationError, parse_duration
 from inference.engine.stops import StopMatcher
@@ -247,3 +247,40 @@ def test_the_chunk_sizer_settles_where_a_step_costs_at_most_three_plain_ones(
         sizer.chunk_step(plain + fixed + sizer.chunk * per_token, 4096)
     step = plain + fixed + sizer.chunk * per_token
     assert 0.8 * 3 * plain <= step <= 3 * plain, (sizer.chunk, step)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("TRILLM_MAX_QUEUE", "abc", "TRILLM_MAX_QUEUE='abc': expected a whole number"),
+        ("OLLAMA_NUM_PARALLEL", "0", "OLLAMA_NUM_PARALLEL='0': expected a whole number of at least 1"),
+        ("TRILLM_METRICS", "maybe", "TRILLM_METRICS='maybe': expected 1/true/yes/on or 0/false/no/off"),
+        ("TRILLM_BACKEND", "cuda", "TRILLM_BACKEND='cuda': expected one of mlx, llamacpp"),
+        ("TRILLM_KEEP_ALIVE", "soon", "TRILLM_KEEP_ALIVE='soon'"),
+        ("TRILLM_HOST", "localhost:http", "TRILLM_HOST='localhost:http': expected host[:port]"),
+    ],
+)
+def test_a_bad_setting_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env()
+    assert str(caught.value).startswith(says)
+
+
+def test_every_setting_is_read_the_same_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TRILLM_* wins, OLLAMA_* is the fallback only where Ollama has the variable, and ``serve
+    --help`` lists each one with its default."""
+    monkeypatch.setenv("OLLAMA_MAX_QUEUE", "7")
+    assert Settings.from_env().max_queue == 7
+    monkeypatch.setenv("TRILLM_MAX_QUEUE", "9")
+    assert Settings.from_env().max_queue == 9
+    monkeypatch.setenv("OLLAMA_METRICS", "1")  # not an Ollama variable: ignored
+    assert not Settings.from_env().metrics
+    monkeypatch.setenv("TRILLM_DISABLE_MANAGEMENT", "yes")
+    assert not Settings.from_env().management
+    listed = environment_help()
+    for variable in VARIABLES:
+        assert variable.names()[0] in listed
+    assert "TRILLM_MAX_QUEUE / OLLAMA_MAX_QUEUE" in listed and "[default: 512]" in listed
