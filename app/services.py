@@ -1,10 +1,15 @@
-"""What every route needs: the engine, the model store and the settings, plus model lookup."""
+"""What every route needs: the engine, the model store and the settings, plus model lookup.
+
+Looking a model up scans the store on disk: it runs on a worker thread, never on the event loop
+that carries every other stream."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+
+import trio
 
 from app.config import Settings
 from app.protocol import fields
@@ -67,7 +72,11 @@ class Services:
             template=model.template,
         )
 
-    def find_model(self, name: object, *, missing_is_404: bool = False) -> StoredModel:
+    async def list_models(self) -> list[StoredModel]:
+        """Every stored model; the scan reads the disk, so it runs off the event loop."""
+        return await trio.to_thread.run_sync(self.store.list)
+
+    async def find_model(self, name: object, *, missing_is_404: bool = False) -> StoredModel:
         """The stored model called ``name``, or Ollama's 400/404 for a missing, bad or unknown one."""
         if name is None or name == "":
             if missing_is_404:
@@ -76,7 +85,7 @@ class Services:
         if not isinstance(name, str):
             raise BadRequest('field "model" must be of type string')
         try:
-            return self.store.resolve(name)
+            return await trio.to_thread.run_sync(self.store.resolve, name)
         except InvalidModelName as error:
             raise BadRequest("invalid model name") from error
         except ModelNotFound as error:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
 import jsonschema
@@ -22,6 +24,19 @@ def template_tool(tool: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": {k: function[k] for k in TEMPLATE_KEYS if k in function}}
 
 
+@functools.lru_cache(maxsize=1024)
+def _schema_problem(text: str) -> str | None:
+    """Where and why a tool's parameter schema is not valid JSON Schema, or ``None``. Clients send
+    the same tools with every request, and checking one costs milliseconds: remembered by text."""
+    schema = json.loads(text)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as error:
+        return f"{error.json_path}: {error.message}"
+    return None
+
+
 class ToolSet:
     """Validated tool definitions (``{"type": "function", "function": {...}}``).
 
@@ -38,12 +53,9 @@ class ToolSet:
             function = tool["function"]
             schema = function.get("parameters") or {"type": "object"}
             cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-            try:
-                cls.check_schema(schema)
-            except SchemaError as error:
-                raise FieldError(
-                    f"tools[{i}].function.parameters is not a valid JSON Schema at {error.json_path}: {error.message}"
-                ) from error
+            problem = _schema_problem(json.dumps(schema, sort_keys=True))
+            if problem is not None:
+                raise FieldError(f"tools[{i}].function.parameters is not a valid JSON Schema at {problem}")
             self._validators[function["name"]] = cls(schema)
 
     @property

@@ -8,8 +8,11 @@ the problem, before anything runs.
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
+import trio
 from llguidance import LLMatcher
 
 from app.protocol.errors import BadRequest
@@ -40,7 +43,7 @@ def capabilities(info: ModelInfo) -> list[str]:
     return caps
 
 
-def read_steering(
+async def read_steering(
     body: dict[str, Any],
     model: str,
     info: ModelInfo,
@@ -48,6 +51,25 @@ def read_steering(
     allow_tools: bool = True,
 ) -> Steering:
     """The request's steering; 400 for bad values or what the model cannot do.
+
+    Checking a schema and compiling its grammar can take tens of milliseconds (a 50-property
+    schema, a request with 200 tools): when there is a ``format`` or ``tools``, the work runs on a
+    worker thread so that the event loop keeps every other stream flowing.
+    """
+    work = functools.partial(steering_of, body, model, info, allow_tools=allow_tools)
+    if body.get("format") is None and not (allow_tools and body.get("tools")):
+        return work()
+    return await trio.to_thread.run_sync(work)
+
+
+def steering_of(
+    body: dict[str, Any],
+    model: str,
+    info: ModelInfo,
+    *,
+    allow_tools: bool = True,
+) -> Steering:
+    """:func:`read_steering`'s work, synchronous.
 
     ``tool_choice`` (OpenAI's, also read on ``/api/chat``): ``"auto"`` (the default), ``"none"``
     (tools are not offered), ``"required"`` (the reply is calls only), or ``{"type": "function",
@@ -91,6 +113,13 @@ def read_steering(
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _grammar_problem(fmt: str, tools_text: str) -> str:
+    """Why the call grammar of these tools cannot be compiled ("" when it can), remembered."""
+    grammar = tool_grammar(fmt, json.loads(tools_text), thinking=False, inside=False, required=True)
+    return LLMatcher.validate_grammar(grammar) if grammar else ""
+
+
 def _apply_choice(tools: list[dict[str, Any]], choice: object) -> tuple[list[dict[str, Any]], bool]:
     if choice is None or choice == "auto":
         return tools, False
@@ -118,7 +147,6 @@ def _apply_choice(tools: list[dict[str, Any]], choice: object) -> tuple[list[dic
 
 
 def _check_enforceable(fmt: str, toolset: ToolSet) -> None:
-    grammar = tool_grammar(fmt, toolset.tools, thinking=False, inside=False, required=True)
-    problem = LLMatcher.validate_grammar(grammar) if grammar else ""
+    problem = _grammar_problem(fmt, json.dumps(toolset.tools, sort_keys=True))
     if problem:
         raise BadRequest(f"tools cannot be enforced: {problem.strip()}")

@@ -111,7 +111,7 @@ def register(app: Quart, services: Services) -> None:
         body = await fields.read_body()
         name = _name(body)
         try:
-            model = store.resolve(name)
+            model = await trio.to_thread.run_sync(store.resolve, name)
         except ModelNotFound as error:
             raise NotFound(f"model '{body.get('model') or body.get('name')}' not found") from error
         try:

@@ -67,14 +67,14 @@ def register(app: Quart, services: Services) -> None:
                 "details": details(m),
                 "capabilities": capabilities(m.info),
             }
-            for m in services.store.list()
+            for m in await services.list_models()
         ]
         return json_response({"models": models})
 
     @app.post("/api/show")
     async def show() -> Response:
         body = await fields.read_body()
-        model = services.find_model(body.get("model") or body.get("name"))
+        model = await services.find_model(body.get("model") or body.get("name"))
         info = model.info
         manifest = model.manifest
         parameters = {"num_ctx": services.settings.context_length} | model.parameters
@@ -102,7 +102,7 @@ def register(app: Quart, services: Services) -> None:
 
     @app.get("/api/ps")
     async def ps() -> Response:
-        stored = {m.name: m for m in services.store.list()}
+        stored = {m.name: m for m in await services.list_models()}
         now = datetime.now().astimezone()
         out = []
         for resident in services.engine.resident():

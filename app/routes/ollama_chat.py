@@ -18,10 +18,10 @@ def register(app: Quart, services: Services) -> None:
     @app.post("/api/chat")
     async def chat() -> Response:
         body = await fields.read_body()
-        model = services.find_model(body.get("model"))
+        model = await services.find_model(body.get("model"))
         messages = fields.messages(body)
         stream = fields.typed(body, "stream", bool, True)
-        steering = read_steering(body, model.name, model.info)
+        steering = await read_steering(body, model.name, model.info)
         request = services.generation_request(
             body, model, messages, has_input=bool(messages), steering=steering
         )

@@ -19,7 +19,7 @@ def register(app: Quart, services: Services) -> None:
     @app.post("/api/generate")
     async def generate() -> Response:
         body = await fields.read_body()
-        model = services.find_model(body.get("model"), missing_is_404=True)
+        model = await services.find_model(body.get("model"), missing_is_404=True)
         prompt = fields.typed(body, "prompt", str, "")
         system = fields.typed(body, "system", str, "")
         raw = fields.typed(body, "raw", bool, False)
@@ -32,7 +32,7 @@ def register(app: Quart, services: Services) -> None:
         for unsupported in ("template", "suffix", "images"):
             if body.get(unsupported):
                 raise BadRequest(f'"{unsupported}" is not supported by this server yet')
-        steering = read_steering(body, model.name, model.info, allow_tools=False)
+        steering = await read_steering(body, model.name, model.info, allow_tools=False)
         messages: list[dict[str, object]] = []
         if system:
             messages.append({"role": "system", "content": system})

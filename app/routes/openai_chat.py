@@ -151,7 +151,7 @@ def register(app: Quart, services: Services) -> None:
     @app.post("/v1/chat/completions")
     async def chat_completions() -> Response:
         body = await fields.read_body()
-        model = services.find_model(body.get("model"))
+        model = await services.find_model(body.get("model"))
         messages = openai_request.messages(body)
         native = {
             "options": openai_request.options(body),
@@ -163,7 +163,7 @@ def register(app: Quart, services: Services) -> None:
             "logprobs": body.get("logprobs"),
             "top_logprobs": body.get("top_logprobs"),
         }
-        steering = read_steering(native, model.name, model.info)
+        steering = await read_steering(native, model.name, model.info)
         request = services.generation_request(native, model, messages, has_input=True, steering=steering)
         stream, include_usage = stream_options(body)
         codec = ChatCodec(str(body["model"]), include_usage)
@@ -173,7 +173,7 @@ def register(app: Quart, services: Services) -> None:
     async def embeddings() -> Response:
         # No embedding model kind exists yet, so every model refuses, as a chat model does in Ollama.
         body = await fields.read_body()
-        model = services.find_model(body.get("model"))
+        model = await services.find_model(body.get("model"))
         raise BadRequest(f'"{model.name}" does not support embeddings', param="model")
 
     @app.post("/api/embed")

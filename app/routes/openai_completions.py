@@ -144,7 +144,7 @@ def register(app: Quart, services: Services) -> None:
     @app.post("/v1/completions")
     async def completions() -> Response:
         body = await fields.read_body()
-        model = services.find_model(body.get("model"))
+        model = await services.find_model(body.get("model"))
         prompts = _prompts(body)
         top = _logprobs(body)
         if body.get("suffix"):

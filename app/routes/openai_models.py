@@ -24,8 +24,10 @@ def model_object(model: StoredModel) -> dict[str, Any]:
 def register(app: Quart, services: Services) -> None:
     @app.get("/v1/models")
     async def list_models() -> Response:
-        return json_response({"object": "list", "data": [model_object(m) for m in services.store.list()]})
+        return json_response(
+            {"object": "list", "data": [model_object(m) for m in await services.list_models()]}
+        )
 
     @app.get("/v1/models/<path:name>")
     async def get_model(name: str) -> Response:
-        return json_response(model_object(services.find_model(name)))
+        return json_response(model_object(await services.find_model(name)))
