@@ -1,4 +1,4 @@
-"""MLX on a Linux CPU: its bundled reference BLAS against NumPy's OpenBLAS (``inference/mlx_blas.py``).
+"""MLX on a Linux CPU: its bundled reference BLAS against NumPy's OpenBLAS (``inference/backends/mlx/blas_shim.py``).
 
 Each side runs in its own process (the BLAS is chosen before MLX is imported), one after the
 other, on the same products and the same model::

@@ -6,6 +6,7 @@ every MLX test in the suite already runs on it; these tests prove that it is rea
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,41 @@ def test_the_setting_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert Settings.from_env().mlx_openblas
     monkeypatch.setenv("TRILLM_MLX_OPENBLAS", "0")
     assert not Settings.from_env().mlx_openblas
+
+
+def test_the_install_time_build_is_used_and_the_run_time_build_is_keyed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pip install`` builds the shim beside its source; the run-time fallback's cache name
+    changes with the compiler (and source and platform), so a stale copy is never loaded."""
+    assert mlx_blas.prebuilt() is not None, "the install did not build the shim (setup.py)"
+    assert mlx_blas.install().shim == mlx_blas.prebuilt()
+    first = mlx_blas.build_shim(cache=tmp_path)
+    assert first.parent == tmp_path and first.exists()
+    assert mlx_blas.build_shim(cache=tmp_path) == first  # cached
+    other = tmp_path / "bin" / "cc"
+    other.parent.mkdir()
+    other.symlink_to(shutil.which("cc") or "/usr/bin/cc")
+    monkeypatch.setenv("CC", str(other))
+    assert mlx_blas.build_shim(cache=tmp_path) != first
+
+
+def test_the_log_says_openblas_only_when_mlx_products_reach_it() -> None:
+    ok = (
+        "from inference.backends.mlx import blas_shim as mlx_blas\n"
+        "mlx_blas.install()\n"
+        "print(mlx_blas.verify().describe())\n"
+    )
+    assert _child(ok, {"PATH": "/usr/bin:/bin"}).startswith("OpenBLAS (")
+    # A shim whose counter MLX never moves (a second copy, loaded privately) must not pass.
+    unreached = (
+        "import ctypes, shutil, tempfile\n"
+        "from inference.backends.mlx import blas_shim as mlx_blas\n"
+        "shim = mlx_blas.install().shim\n"
+        "copy = shutil.copy(shim, tempfile.mkdtemp() + '/copy.so')\n"
+        "mlx_blas._handle = ctypes.CDLL(copy)\n"
+        "mlx_blas._handle.trillm_sgemm_calls.restype = ctypes.c_ulong\n"
+        "print(mlx_blas.verify().describe())\n"
+    )
+    said = _child(unreached, {"PATH": "/usr/bin:/bin"})
+    assert said.startswith("reference BLAS") and "do not reach it" in said

@@ -245,6 +245,7 @@ class MlxBackend:
         if not any(path.glob("tokenizer*")):
             raise ModelLoadError("no tokenizer files (tokenizer.json / tokenizer_config.json)")
         mlx_blas.install(self.openblas)  # before the first load imports MLX; decided once
+        mlx_blas.verify()  # MLX is imported now: check the products really reach the shim
         try:
             return MlxModel(path, self.cache)
         except ModelLoadError:

@@ -6,14 +6,17 @@ which mlx-lm already depends on, bundles OpenBLAS, 30 to 80 times faster on the 
 under renamed symbols (``scipy_cblas_sgemm64_``: prefixed, 64-bit integers) so that it cannot
 clash with other BLAS libraries.
 
-:func:`install` bridges the two. It compiles, once per NumPy build, a 30-line shared library
-that defines ``cblas_sgemm`` and forwards every call to NumPy's OpenBLAS (products of a few rows,
-a decode step's, as one ``sgemv`` per row), and loads it into the
-process's global symbol scope before MLX is first imported. The dynamic linker searches that
-scope before MLX's own dependencies, so MLX's matrix products run on OpenBLAS; nothing of MLX
-or NumPy is modified. It needs a C compiler (``cc``, or ``$CC``) the first time; the library is
-cached under ``~/.cache/trillm/mlx-blas``. When anything is missing, MLX keeps its reference
-BLAS and :func:`install` says why.
+:func:`install` bridges the two. ``sgemm_shim.c`` is a small shared library that defines
+``cblas_sgemm`` and forwards every call to the OpenBLAS entry points it is bound to (products of
+a few rows, a decode step's, as one ``sgemv`` per row). It links against nothing, so it is built
+when trillm is installed (``setup.py``); where that copy is missing it is compiled at run time
+with ``cc`` (or ``$CC``) into ``~/.cache/trillm/mlx-blas``, keyed by source, compiler and
+platform. :func:`install` loads it into the process's global symbol scope before MLX is first
+imported and binds it to NumPy's OpenBLAS. The dynamic linker searches that scope before MLX's
+own dependencies, so MLX's matrix products run on OpenBLAS; nothing of MLX or NumPy is modified.
+:func:`verify`, once MLX is imported, checks that a product really went through the shim, and
+only then does the log say OpenBLAS. When anything is missing, MLX keeps its reference BLAS and
+the log says why.
 
 Only the process that calls :func:`install` before importing MLX gains; :func:`preload_env`
 gives a child process (a benchmark's peer server) the same library through ``LD_PRELOAD``.
@@ -26,6 +29,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -40,38 +44,7 @@ GEMV_ROWS = 4
 # The OpenBLAS entry points a NumPy wheel may carry, with whether their integers are 64-bit.
 _CANDIDATES = (("scipy_cblas_sgemm64_", True), ("cblas_sgemm64_", True), ("scipy_cblas_sgemm", False))
 
-_SOURCE = """\
-#include <stdint.h>
-#include <string.h>
-typedef {int_type} blas_int;
-enum {{ ROW_MAJOR = 101, NO_TRANS = 111 }};
-extern void {gemm}(int, int, int, blas_int, blas_int, blas_int, float, const float *, blas_int,
-                   const float *, blas_int, float, float *, blas_int);
-extern void {gemv}(int, int, blas_int, blas_int, float, const float *, blas_int, const float *,
-                   blas_int, float, float *, blas_int);
-static unsigned long calls;
-unsigned long trillm_sgemm_calls(void) {{ return __atomic_load_n(&calls, __ATOMIC_RELAXED); }}
-void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
-                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {{
-  __atomic_fetch_add(&calls, 1, __ATOMIC_RELAXED);
-  if (order != ROW_MAJOR || m > {gemv_rows} || k == 0) {{
-    {gemm}(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    return;
-  }}
-  /* A few rows (a decode step): one matrix-vector product per row of C, which reads B once per
-     row instead of packing all of it, and gives each row the same result whatever M is. */
-  for (int i = 0; i < m; i++) {{
-    const float *x = trans_a == NO_TRANS ? a + (long)i * lda : a + i;
-    blas_int incx = trans_a == NO_TRANS ? 1 : lda;
-    float *y = c + (long)i * ldc;
-    if (beta == 0.0f) memset(y, 0, sizeof(float) * (size_t)n); /* C may hold garbage, even NaN */
-    if (trans_b == NO_TRANS)  /* B is K x N: y = B^T x */
-      {gemv}(ROW_MAJOR, NO_TRANS + 1, k, n, alpha, b, ldb, x, incx, beta, y, 1);
-    else  /* B is N x K: y = B x */
-      {gemv}(ROW_MAJOR, NO_TRANS, n, k, alpha, b, ldb, x, incx, beta, y, 1);
-  }}
-}}
-"""
+SOURCE = Path(__file__).with_name("sgemm_shim.c")
 
 
 @dataclass(frozen=True)
@@ -91,6 +64,7 @@ class BlasChoice:
 
 
 _installed: BlasChoice | None = None
+_verified = False
 _handle: ctypes.CDLL | None = None
 log = logging.getLogger("trillm")
 
@@ -107,18 +81,51 @@ def install(enabled: bool = True) -> BlasChoice:
     if "mlx.core" in sys.modules:
         return _remember(BlasChoice("reference BLAS", "MLX was imported before the OpenBLAS shim"))
     try:
-        shim, library = build_shim()
-        _handle = ctypes.CDLL(str(shim), mode=os.RTLD_GLOBAL)
-        _handle.trillm_sgemm_calls.restype = ctypes.c_ulong
-    except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as error:
+        library, symbol, ilp64 = numpy_openblas()
+        shim = build_shim()
+        openblas = ctypes.CDLL(str(library))
+        handle = ctypes.CDLL(str(shim), mode=os.RTLD_GLOBAL)
+        handle.trillm_sgemm_calls.restype = ctypes.c_ulong
+        handle.trillm_sgemm_bind.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        gemm = ctypes.cast(getattr(openblas, symbol), ctypes.c_void_p)
+        gemv = ctypes.cast(getattr(openblas, symbol.replace("sgemm", "sgemv")), ctypes.c_void_p)
+        handle.trillm_sgemm_bind(gemm, gemv, int(ilp64), GEMV_ROWS)
+        _handle = handle
+    except (ImportError, OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as error:
         return _remember(BlasChoice("reference BLAS", str(error)))
-    return _remember(BlasChoice(f"OpenBLAS ({library.name}, NumPy's)", shim=shim))
+    # Said once MLX is imported and verify() has seen a product go through the shim.
+    return _remember(BlasChoice(f"OpenBLAS ({library.name}, NumPy's)", shim=shim), announce=False)
 
 
-def _remember(choice: BlasChoice) -> BlasChoice:
+def verify() -> BlasChoice:
+    """With MLX imported: check that a float32 product on the CPU really went through the shim
+    (and came out right), then log what MLX's products run on. Once per process."""
+    global _installed, _verified
+    choice = install()
+    if _verified or not choice.fast:
+        return choice
+    _verified = True
+    import mlx.core as mx
+
+    before = sgemm_calls() or 0
+    product = mx.matmul(mx.ones((8, 16)), mx.ones((16, 8)), stream=mx.cpu)
+    mx.eval(product)
+    if (sgemm_calls() or 0) <= before:
+        choice = BlasChoice(
+            "reference BLAS", "the OpenBLAS shim is loaded but MLX's products do not reach it"
+        )
+    elif not bool(mx.all(product == 16.0).item()):
+        choice = BlasChoice(
+            "OpenBLAS, giving WRONG results", "report this; set TRILLM_MLX_OPENBLAS=0", choice.shim
+        )
+    return _remember(choice)
+
+
+def _remember(choice: BlasChoice, *, announce: bool = True) -> BlasChoice:
     global _installed
     _installed = choice
-    log.info("MLX matrix products: %s", choice.describe())
+    if announce:
+        log.info("MLX matrix products: %s", choice.describe())
     return choice
 
 
@@ -130,12 +137,20 @@ def sgemm_calls() -> int | None:
 
 
 def preload_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """``env`` (default: this process's) plus ``LD_PRELOAD`` of the shim, for a child process
-    that runs MLX; unchanged when there is no shim."""
+    """``env`` (default: this process's) plus ``LD_PRELOAD`` of the shim and the OpenBLAS entry
+    points it binds itself to, for a child process that runs MLX; unchanged when there is no shim."""
     result = dict(os.environ if env is None else env)
     choice = _installed
     if choice is not None and choice.shim is not None:
+        library, symbol, ilp64 = numpy_openblas()
         result["LD_PRELOAD"] = " ".join(filter(None, [str(choice.shim), result.get("LD_PRELOAD", "")]))
+        result |= {
+            "TRILLM_SGEMM_LIBRARY": str(library),
+            "TRILLM_SGEMM_GEMM": symbol,
+            "TRILLM_SGEMM_GEMV": symbol.replace("sgemm", "sgemv"),
+            "TRILLM_SGEMM_ILP64": "1" if ilp64 else "0",
+            "TRILLM_SGEMM_ROWS": str(GEMV_ROWS),
+        }
     return result
 
 
@@ -153,32 +168,33 @@ def numpy_openblas() -> tuple[Path, str, bool]:
     raise RuntimeError(f"no OpenBLAS with a known sgemm entry point in {libs}")
 
 
-def build_shim(cache: Path | None = None) -> tuple[Path, Path]:
-    """The shim for this NumPy's OpenBLAS, compiled on first use; returns (shim, OpenBLAS)."""
-    library, symbol, ilp64 = numpy_openblas()
-    source = _SOURCE.format(
-        gemm=symbol,
-        gemv=symbol.replace("sgemm", "sgemv"),
-        gemv_rows=GEMV_ROWS,
-        int_type="int64_t" if ilp64 else "int32_t",
-    )
-    key = hashlib.sha256(f"{library}\n{source}".encode()).hexdigest()[:16]
-    root = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trillm" / "mlx-blas"
-    shim = root / f"sgemm-{key}.so"
-    if shim.exists():
-        return shim, library
+def prebuilt() -> Path | None:
+    """The shim built when trillm was installed, if it was."""
+    return next(iter(sorted(Path(__file__).parent.glob("_sgemm_shim*.so"))), None)
+
+
+def build_shim(cache: Path | None = None) -> Path:
+    """The shim library: the copy built at install time, else one compiled now into ``cache``
+    (default ``~/.cache/trillm/mlx-blas``), keyed by source, compiler and platform."""
+    if cache is None and (built := prebuilt()) is not None:
+        return built
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None:
         raise RuntimeError("no C compiler (cc) to build the OpenBLAS shim")
+    source = SOURCE.read_text()
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    identity = f"{source}\n{compiler}\n{version.stdout}\n{platform.machine()}\n{sys.platform}"
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    root = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trillm" / "mlx-blas"
+    shim = root / f"sgemm-{key}.so"
+    if shim.exists():
+        return shim
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as work:
-        c_file = Path(work) / "shim.c"
-        c_file.write_text(source)
         built = Path(work) / shim.name
-        command = [compiler, "-O2", "-shared", "-fPIC", str(c_file), "-o", str(built)]
-        command += [f"-L{library.parent}", f"-l:{library.name}", f"-Wl,-rpath,{library.parent}"]
+        command = [compiler, "-O2", "-shared", "-fPIC", str(SOURCE), "-o", str(built), "-ldl"]
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"building the OpenBLAS shim failed: {done.stderr.strip()[:300]}")
         built.replace(shim)  # atomic: a concurrent build never leaves half a library behind
-    return shim, library
+    return shim
