@@ -16,6 +16,7 @@ from quart import current_app, g, request
 
 from app.protocol.durations import DurationError, parse_duration
 from app.protocol.errors import BadRequest, BodyTimeout, PayloadTooLarge
+from app.protocol.requests import Body, Dialect, check
 from inference.backends.base import SamplingParams
 
 log = logging.getLogger("trillm.http")
@@ -49,6 +50,11 @@ async def read_body() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     return body
+
+
+async def read_request(model: type[Body], dialect: Dialect = "ollama") -> dict[str, Any]:
+    """The request's JSON object, checked against the route's model (see ``requests.py``)."""
+    return check(model, await read_body(), dialect)
 
 
 async def read_raw(limit: int | None) -> bytes:

@@ -1,64 +1,62 @@
 """The OpenAPI 3.1 description of every route, served at ``GET /openapi.json``.
 
-It documents request bodies (what the routes accept) and the statuses they answer with; a test
-checks that it names exactly the routes the app serves, and schemathesis drives the server from it.
+Request bodies are generated from the pydantic models the routes check bodies with
+(``requests.py``), so the document cannot drift from what is accepted; the paths list the statuses
+each route answers with. A test checks that it names exactly the routes the app serves, and
+schemathesis drives the server from it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pydantic.json_schema import models_json_schema
 from quart import Quart, Response
 
 from app import __version__
 from app.protocol.ndjson import json_response
+from app.protocol.requests import (
+    Body,
+    ChatCompletionRequest,
+    ChatRequest,
+    CompletionRequest,
+    CopyRequest,
+    CreateRequest,
+    DeleteRequest,
+    EmbeddingsRequest,
+    EmbedRequest,
+    GenerateRequest,
+    PullRequest,
+    ShowRequest,
+)
 
-NUMBER = {"type": "number"}
-INTEGER = {"type": "integer"}
 STRING = {"type": "string"}
-BOOLEAN = {"type": "boolean"}
-KEEP_ALIVE = {"oneOf": [NUMBER, STRING]}
-OPTIONS = {
-    "type": "object",
-    "properties": {
-        **{
-            k: NUMBER
-            for k in (
-                "temperature",
-                "top_p",
-                "min_p",
-                "repeat_penalty",
-                "presence_penalty",
-                "frequency_penalty",
-            )
-        },
-        **{k: INTEGER for k in ("top_k", "seed", "num_predict", "num_ctx", "num_batch", "repeat_last_n")},
-        "stop": {"oneOf": [STRING, {"type": "array", "items": STRING}]},
-    },
-}
-MESSAGE = {
-    "type": "object",
-    "required": ["role"],
-    "properties": {
-        "role": {"enum": ["system", "user", "assistant", "tool"]},
-        "content": STRING,
-        "thinking": STRING,
-        "tool_name": STRING,
-        "tool_call_id": STRING,
-        "tool_calls": {"type": "array", "items": {"type": "object"}},
-    },
-}
-FORMAT = {"oneOf": [{"const": "json"}, {"type": "object"}]}
-THINK = {"oneOf": [BOOLEAN, {"enum": ["low", "medium", "high"]}]}
-TOOLS = {"type": "array", "items": {"type": "object"}}
-MODEL = {"type": "string", "minLength": 1}
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {}}}
+MODELS: tuple[type[Body], ...] = (
+    ChatRequest,
+    GenerateRequest,
+    ShowRequest,
+    PullRequest,
+    CreateRequest,
+    CopyRequest,
+    DeleteRequest,
+    EmbedRequest,
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingsRequest,
+)
 
 
-def _body(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
-    if required:
-        schema["required"] = list(required)
+def components() -> dict[str, Any]:
+    """Every request model's JSON Schema, with the models they use, under one ``$defs`` map."""
+    _, schemas = models_json_schema(
+        [(model, "validation") for model in MODELS], ref_template="#/components/schemas/{model}"
+    )
+    return dict(schemas.get("$defs", {}))
+
+
+def _body(model: type[Body]) -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
@@ -77,52 +75,6 @@ def _op(summary: str, body: dict[str, Any] | None, answers: dict[str, Any]) -> d
     return op
 
 
-CHAT = {
-    "model": MODEL,
-    "messages": {"type": "array", "items": MESSAGE},
-    "stream": BOOLEAN,
-    "options": OPTIONS,
-    "keep_alive": KEEP_ALIVE,
-    "format": FORMAT,
-    "tools": TOOLS,
-    "think": THINK,
-    "logprobs": BOOLEAN,
-    "top_logprobs": INTEGER,
-    "tool_choice": {"oneOf": [{"enum": ["auto", "none", "required", "any"]}, {"type": "object"}]},
-    "parallel_tool_calls": BOOLEAN,
-}
-GENERATE = {
-    "model": MODEL,
-    "prompt": STRING,
-    "system": STRING,
-    "raw": BOOLEAN,
-    "context": {"type": "array", "items": INTEGER},
-    **{
-        k: CHAT[k] for k in ("stream", "options", "keep_alive", "format", "think", "logprobs", "top_logprobs")
-    },
-}
-OPENAI_MESSAGE = {
-    "type": "object",
-    "required": ["role"],
-    "properties": {
-        "role": {"enum": ["system", "developer", "user", "assistant", "tool"]},
-        "content": {"oneOf": [STRING, {"type": "array", "items": {"type": "object"}}, {"type": "null"}]},
-        "tool_call_id": STRING,
-        "tool_calls": {"type": "array", "items": {"type": "object"}},
-    },
-}
-OPENAI_COMMON = {
-    "model": MODEL,
-    "stream": BOOLEAN,
-    "max_tokens": INTEGER,
-    "temperature": NUMBER,
-    "top_p": NUMBER,
-    "seed": INTEGER,
-    "stop": {"oneOf": [STRING, {"type": "array", "items": STRING}]},
-    "presence_penalty": NUMBER,
-    "frequency_penalty": NUMBER,
-    "n": INTEGER,
-}
 PROGRESS = (400, 404, 500, 502, 507)
 
 
@@ -135,63 +87,46 @@ def document() -> dict[str, Any]:
         "/api/show": {
             "post": _op(
                 "describe a model",
-                _body({"model": MODEL, "verbose": BOOLEAN}, ("model",)),
+                _body(ShowRequest),
                 _answers("details", 400, 404),
             )
         },
         "/api/generate": {
             "post": _op(
                 "complete a prompt",
-                _body(GENERATE, ("model",)),
+                _body(GenerateRequest),
                 _answers("NDJSON or one object", 400, 404, 422, 503, stream=True),
             )
         },
         "/api/chat": {
             "post": _op(
                 "chat",
-                _body(CHAT, ("model",)),
+                _body(ChatRequest),
                 _answers("NDJSON or one object", 400, 404, 422, 503, stream=True),
             )
         },
         "/api/pull": {
             "post": _op(
                 "pull from Hugging Face",
-                _body({"model": MODEL, "stream": BOOLEAN, "insecure": BOOLEAN}, ("model",)),
+                _body(PullRequest),
                 _answers("progress objects", *PROGRESS, stream=True),
             )
         },
         "/api/create": {
             "post": _op(
                 "create a model",
-                _body(
-                    {
-                        "model": MODEL,
-                        "from": STRING,
-                        "files": {"type": "object", "additionalProperties": STRING},
-                        "system": STRING,
-                        "template": STRING,
-                        "license": {"oneOf": [STRING, {"type": "array", "items": STRING}]},
-                        "parameters": OPTIONS,
-                        "messages": {"type": "array", "items": MESSAGE},
-                        "stream": BOOLEAN,
-                    },
-                    ("model",),
-                ),
+                _body(CreateRequest),
                 _answers("progress objects", *PROGRESS, stream=True),
             )
         },
         "/api/copy": {
             "post": _op(
                 "copy a model",
-                _body({"source": MODEL, "destination": MODEL}, ("source", "destination")),
+                _body(CopyRequest),
                 _answers("copied", 400, 404),
             )
         },
-        "/api/delete": {
-            "delete": _op(
-                "delete a model", _body({"model": MODEL}, ("model",)), _answers("deleted", 400, 404)
-            )
-        },
+        "/api/delete": {"delete": _op("delete a model", _body(DeleteRequest), _answers("deleted", 400, 404))},
         "/api/blobs/{digest}": {
             "parameters": [
                 {
@@ -228,38 +163,21 @@ def document() -> dict[str, Any]:
         "/v1/chat/completions": {
             "post": _op(
                 "OpenAI chat completions",
-                _body(
-                    {
-                        **OPENAI_COMMON,
-                        "messages": {"type": "array", "items": OPENAI_MESSAGE},
-                        "tools": TOOLS,
-                        "tool_choice": CHAT["tool_choice"],
-                        "parallel_tool_calls": BOOLEAN,
-                        "response_format": {"type": "object"},
-                    },
-                    ("model", "messages"),
-                ),
+                _body(ChatCompletionRequest),
                 _answers("a completion, or Server-Sent Events", 400, 404, 422, 503),
             )
         },
         "/v1/completions": {
             "post": _op(
                 "OpenAI completions",
-                _body(
-                    {
-                        **OPENAI_COMMON,
-                        "prompt": {"oneOf": [STRING, {"type": "array", "items": STRING}]},
-                        "logprobs": INTEGER,
-                    },
-                    ("model", "prompt"),
-                ),
+                _body(CompletionRequest),
                 _answers("a completion", 400, 404, 422, 503),
             )
         },
         "/v1/embeddings": {
             "post": _op(
                 "OpenAI embeddings (every model answers 400 for now)",
-                _body({"model": MODEL, "input": {}}, ("model",)),
+                _body(EmbeddingsRequest),
                 {
                     "501": {"description": "not implemented", "content": {"application/json": {}}},
                     "400": {"description": "error"},
@@ -270,7 +188,7 @@ def document() -> dict[str, Any]:
             path: {
                 "post": _op(
                     "embeddings (not implemented yet: 501)",
-                    _body({"model": MODEL, "input": {}, "prompt": STRING}),
+                    _body(EmbedRequest),
                     {"501": {"description": "not implemented", "content": {"application/json": {}}}},
                 )
             }
@@ -291,6 +209,7 @@ def document() -> dict[str, Any]:
             "description": "Ollama's API and OpenAI's, served by trillm.",
         },
         "paths": paths,
+        "components": {"schemas": components()},
     }
 
 

@@ -17,6 +17,7 @@ from quart import Quart, Response, request
 
 from app.protocol import fields
 from app.protocol.errors import BadRequest, InternalError, NotFound
+from app.protocol.requests import CopyRequest, CreateRequest, DeleteRequest, PullRequest
 from app.routes.progress_lines import Report, progress_response
 from app.services import Services
 from inference.store.manifest import InvalidDigest, Manifest, digest_hex
@@ -49,7 +50,7 @@ def register(app: Quart, services: Services) -> None:
 
     @app.post("/api/pull")
     async def pull() -> Response:
-        body = await fields.read_body()
+        body = await fields.read_request(PullRequest)
         name = _name(body, required="invalid model name")
         stream = fields.typed(body, "stream", bool, True)
         token = os.environ.get("HF_TOKEN") or None
@@ -61,7 +62,7 @@ def register(app: Quart, services: Services) -> None:
 
     @app.post("/api/create")
     async def create() -> Response:
-        body = await fields.read_body()
+        body = await fields.read_request(CreateRequest)
         name = _name(body)
         stream = fields.typed(body, "stream", bool, True)
         for unsupported in ("quantize", "adapters"):
@@ -90,7 +91,7 @@ def register(app: Quart, services: Services) -> None:
 
     @app.post("/api/copy")
     async def copy() -> Response:
-        body = await fields.read_body()
+        body = await fields.read_request(CopyRequest)
         source = fields.typed(body, "source", str, "")
         destination = fields.typed(body, "destination", str, "")
         for label, value in (("source", source), ("destination", destination)):
@@ -108,7 +109,7 @@ def register(app: Quart, services: Services) -> None:
 
     @app.delete("/api/delete")
     async def delete() -> Response:
-        body = await fields.read_body()
+        body = await fields.read_request(DeleteRequest)
         name = _name(body)
         try:
             model = await trio.to_thread.run_sync(store.resolve, name)

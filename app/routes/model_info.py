@@ -12,6 +12,7 @@ from quart import Quart, Response
 
 from app.protocol import fields, modelfile
 from app.protocol.ndjson import json_response, local_time
+from app.protocol.requests import ShowRequest
 from app.protocol.steering import capabilities
 from app.services import Services
 from inference.backends.base import ModelInfo
@@ -73,7 +74,7 @@ def register(app: Quart, services: Services) -> None:
 
     @app.post("/api/show")
     async def show() -> Response:
-        body = await fields.read_body()
+        body = await fields.read_request(ShowRequest)
         model = await services.find_model(body.get("model") or body.get("name"))
         info = model.info
         manifest = model.manifest

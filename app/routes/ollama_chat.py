@@ -8,6 +8,7 @@ from quart import Quart, Response
 
 from app.protocol import fields
 from app.protocol.ndjson import created_at
+from app.protocol.requests import ChatRequest
 from app.protocol.steering import read_steering
 from app.routes.job_responses import NdjsonCodec, metrics, ollama_calls, ollama_logprobs, respond
 from app.services import Services
@@ -17,7 +18,7 @@ from inference.engine.job import Finished, TextChunk
 def register(app: Quart, services: Services) -> None:
     @app.post("/api/chat")
     async def chat() -> Response:
-        body = await fields.read_body()
+        body = await fields.read_request(ChatRequest)
         model = await services.find_model(body.get("model"))
         messages = fields.messages(body)
         stream = fields.typed(body, "stream", bool, True)

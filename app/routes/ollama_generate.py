@@ -9,6 +9,7 @@ from quart import Quart, Response
 from app.protocol import fields
 from app.protocol.errors import BadRequest
 from app.protocol.ndjson import created_at
+from app.protocol.requests import GenerateRequest
 from app.protocol.steering import read_steering
 from app.routes.job_responses import NdjsonCodec, metrics, ollama_logprobs, respond
 from app.services import Services
@@ -18,7 +19,7 @@ from inference.engine.job import Finished, TextChunk
 def register(app: Quart, services: Services) -> None:
     @app.post("/api/generate")
     async def generate() -> Response:
-        body = await fields.read_body()
+        body = await fields.read_request(GenerateRequest)
         model = await services.find_model(body.get("model"), missing_is_404=True)
         prompt = fields.typed(body, "prompt", str, "")
         system = fields.typed(body, "system", str, "")

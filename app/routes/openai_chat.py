@@ -17,6 +17,7 @@ from quart import Quart, Response
 
 from app.protocol import fields, openai_request
 from app.protocol.errors import BadRequest, NotImplementedHere, openai_error
+from app.protocol.requests import ChatCompletionRequest, EmbeddingsRequest
 from app.protocol.sse import DONE, event
 from app.protocol.steering import read_steering
 from app.routes.job_responses import respond
@@ -150,7 +151,7 @@ def stream_options(body: dict[str, Any]) -> tuple[bool, bool]:
 def register(app: Quart, services: Services) -> None:
     @app.post("/v1/chat/completions")
     async def chat_completions() -> Response:
-        body = await fields.read_body()
+        body = await fields.read_request(ChatCompletionRequest, "openai")
         model = await services.find_model(body.get("model"))
         messages = openai_request.messages(body)
         native = {
@@ -172,7 +173,7 @@ def register(app: Quart, services: Services) -> None:
     @app.post("/v1/embeddings")
     async def embeddings() -> Response:
         # No embedding model kind exists yet, so every model refuses, as a chat model does in Ollama.
-        body = await fields.read_body()
+        body = await fields.read_request(EmbeddingsRequest, "openai")
         model = await services.find_model(body.get("model"))
         raise BadRequest(f'"{model.name}" does not support embeddings', param="model")
 

@@ -19,6 +19,7 @@ from quart import Quart, Response
 from app.protocol import fields, openai_request
 from app.protocol.errors import openai_error
 from app.protocol.ndjson import json_response
+from app.protocol.requests import CompletionRequest
 from app.protocol.sse import DONE, event
 from app.routes.job_responses import respond_all
 from app.routes.openai_chat import SSE, failed_choice, finish_reason, stream_options, usage
@@ -143,7 +144,7 @@ def _logprobs(body: dict[str, Any]) -> int | None:
 def register(app: Quart, services: Services) -> None:
     @app.post("/v1/completions")
     async def completions() -> Response:
-        body = await fields.read_body()
+        body = await fields.read_request(CompletionRequest, "openai")
         model = await services.find_model(body.get("model"))
         prompts = _prompts(body)
         top = _logprobs(body)
