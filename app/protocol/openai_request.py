@@ -14,7 +14,7 @@ from typing import Any
 
 from app.protocol.errors import BadRequest
 
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+OPENAI_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 EFFORT = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
 
 
@@ -60,7 +60,7 @@ def _calls(raw: object, where: str) -> list[dict[str, Any]]:
     return calls
 
 
-def messages(body: dict[str, Any]) -> list[dict[str, object]]:
+def native_messages(body: dict[str, Any]) -> list[dict[str, object]]:
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         raise bad("messages must be a non-empty array", "messages")
@@ -68,10 +68,10 @@ def messages(body: dict[str, Any]) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for i, message in enumerate(raw):
         where = f"messages[{i}]"
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
-            raise bad(f"{where}.role must be one of {', '.join(ROLES)}", f"{where}.role")
+        if not isinstance(message, dict) or message.get("role") not in OPENAI_ROLES:
+            raise bad(f"{where}.role must be one of {', '.join(OPENAI_ROLES)}", f"{where}.role")
         native: dict[str, object] = {
-            "role": ROLES[message["role"]],
+            "role": OPENAI_ROLES[message["role"]],
             "content": _text(message.get("content"), where),
         }
         if message.get("tool_calls"):
@@ -95,7 +95,7 @@ def _number(body: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> An
     return value
 
 
-def options(body: dict[str, Any]) -> dict[str, Any]:
+def native_options(body: dict[str, Any]) -> dict[str, Any]:
     """Native ``options`` for the sampling fields."""
     if body.get("n", 1) != 1:
         raise bad("only n=1 is supported", "n")

@@ -153,9 +153,9 @@ def register(app: Quart, services: Services) -> None:
     async def chat_completions() -> Response:
         body = await fields.read_request(ChatCompletionRequest, "openai")
         model = await services.find_model(body.get("model"))
-        messages = openai_request.messages(body)
+        messages = openai_request.native_messages(body)
         native = {
-            "options": openai_request.options(body),
+            "options": openai_request.native_options(body),
             "format": openai_request.response_format(body),
             "think": openai_request.think(body),
             "tools": body.get("tools"),

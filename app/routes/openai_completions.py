@@ -150,7 +150,7 @@ def register(app: Quart, services: Services) -> None:
         top = _logprobs(body)
         if body.get("suffix"):
             raise openai_request.bad("suffix (fill-in-the-middle) is not supported by this model", "suffix")
-        native: dict[str, Any] = {"options": openai_request.options(body)}
+        native: dict[str, Any] = {"options": openai_request.native_options(body)}
         if top is not None:
             native |= {"logprobs": True, "top_logprobs": top}
         requests = [
