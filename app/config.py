@@ -47,7 +47,9 @@ class Settings:
     max_queue: int = 512
     max_body_bytes: int = 16 * 1024 * 1024
     origins: tuple[str, ...] = ()
-    context_length: int = 4096
+    # The window a request gets without num_ctx (capped by what the model was trained for):
+    # enough for Open WebUI's default tools; MLX's cache grows only as far as a prompt goes.
+    context_length: int = 32768
     max_loaded_models: int = 3  # Ollama's default on one GPU
     num_parallel: int = 4  # sequences of one model decoding together (see the README)
     prefix_cache_entries: int = 16  # finished sequences whose KV cache is kept per model; 0: off
@@ -231,7 +233,7 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("MODELS", "models", _path, "the model store", True, shown_default="~/.trillm/models"),
     Variable("KEEP_ALIVE", "keep_alive", _seconds, "how long an idle model stays loaded (s or 5m)", True),
-    Variable("CONTEXT_LENGTH", "context_length", _integer(16), "default context window (tokens)", True),
+    Variable("CONTEXT_LENGTH", "context_length", _integer(16), "default context window (tokens), capped by the model's", True),
     Variable("NUM_PARALLEL", "num_parallel", _integer(1), "sequences of one model decoding together", True),
     Variable(
         "MAX_LOADED_MODELS", "max_loaded_models", _integer(0), "models in memory at once", True, _set_loaded

@@ -70,6 +70,7 @@ def create_app(settings: Settings, backends: list[Backend] | None = None) -> Qua
         default_keep_alive=settings.keep_alive,
         max_loaded=settings.max_loaded_models,
         num_parallel=settings.num_parallel,
+        default_num_ctx=settings.context_length,
     )
     services = Services(engine=engine, store=ModelStore(settings.models, backends, ollama), settings=settings)
     app = QuartTrio("trillm")

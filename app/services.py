@@ -14,7 +14,7 @@ import trio
 from app.config import Settings
 from app.protocol import fields
 from app.protocol.errors import BadRequest, NotFound
-from inference.engine.job import GenerationRequest, JobKind, Steering
+from inference.engine.job import GenerationRequest, JobKind, Steering, Truncation
 from inference.engine.scheduler import Engine
 from inference.store.model_store import InvalidModelName, ModelNotFound, ModelStore, StoredModel
 
@@ -50,8 +50,12 @@ class Services:
         prompt: str | None = None,
         context: Sequence[int] = (),
         steering: Steering | None = None,
+        truncate: Truncation = "off",
     ) -> GenerationRequest:
-        """The engine request for a chat or generate body; without input it loads or unloads."""
+        """The engine request for a chat or generate body; without input it loads or unloads.
+
+        ``truncate`` is how an over-long prompt is shortened; the body's ``truncate: false``
+        turns it off (a 400 then, as OpenAI's routes always answer)."""
         keep_alive = fields.keep_alive(body)
         options = fields.Options(with_defaults(model, body.get("options")), self.settings.context_length)
         params = replace(options.params, logprobs=fields.logprobs(body))
@@ -66,6 +70,8 @@ class Services:
             params=params,
             num_predict=options.num_predict,
             num_ctx=options.num_ctx,
+            truncate=truncate if fields.typed(body, "truncate", bool, True) else "off",
+            num_keep=options.num_keep,
             stop=options.stop,
             keep_alive=keep_alive,
             steering=steering or Steering(),

@@ -170,7 +170,9 @@ class Options:
         stop = values.get("stop", [])
         self.stop: list[str] = list(stop)
         self.num_predict = int(values.get("num_predict", -1))
-        self.num_ctx = max(4, int(values.get("num_ctx", default_num_ctx)))
+        # None: the engine's default window (a backend that sizes its context at load keeps it).
+        self.num_ctx: int | None = max(4, int(values["num_ctx"])) if "num_ctx" in values else None
+        self.num_keep = max(0, int(values.get("num_keep", 4)))
         seed = values.get("seed")
         if values.get("repeat_penalty", 1.0) <= 0:
             raise BadRequest('option "repeat_penalty" must be greater than 0')
@@ -181,7 +183,9 @@ class Options:
             min_p=min(max(float(values.get("min_p", 0.0)), 0.0), 1.0),
             seed=None if seed is None or seed < 0 else int(seed),
             repeat_penalty=float(values.get("repeat_penalty", 1.0)),
-            repeat_last_n=_repeat_window(int(values.get("repeat_last_n", 64)), self.num_ctx),
+            repeat_last_n=_repeat_window(
+                int(values.get("repeat_last_n", 64)), self.num_ctx or default_num_ctx
+            ),
             presence_penalty=float(values.get("presence_penalty", 0.0)),
             frequency_penalty=float(values.get("frequency_penalty", 0.0)),
             prefill_chunk=max(1, int(values.get("num_batch", 512))),

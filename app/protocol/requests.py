@@ -51,7 +51,9 @@ class Options(BaseModel):
     num_batch: int | None = Field(
         None, description="prompt tokens read per step (prefill chunk)", examples=[512]
     )
-    num_keep: int | None = Field(None, description="accepted, not applied", examples=[4])
+    num_keep: int | None = Field(
+        None, description="tokens a shortened single prompt keeps from its start", examples=[4]
+    )
     repeat_penalty: float | None = Field(None, description="penalty on recent tokens (> 0)", examples=[1.1])
     repeat_last_n: int | None = Field(
         None, description="how many recent tokens the penalty sees (-1: num_ctx)", examples=[64]
@@ -170,6 +172,11 @@ class ChatRequest(Body):
     think: bool | Literal["low", "medium", "high", "max"] | None = ThinkField
     logprobs: bool | None = Field(None, description="report each token's log-probability", examples=[True])
     top_logprobs: int | None = Field(None, description="alternatives per token, 0 to 20", examples=[2])
+    truncate: bool | None = Field(
+        None,
+        description="shorten an over-long prompt (default); false: a 400 instead",
+        examples=[True],
+    )
     tool_choice: Literal["auto", "none", "required", "any"] | NamedTool | None = ToolChoiceField
     parallel_tool_calls: bool | None = Field(
         None, description="trillm extension: false allows one call", examples=[True]
@@ -197,6 +204,11 @@ class GenerateRequest(Body):
     think: bool | Literal["low", "medium", "high", "max"] | None = ThinkField
     logprobs: bool | None = Field(None, description="report each token's log-probability", examples=[True])
     top_logprobs: int | None = Field(None, description="alternatives per token, 0 to 20", examples=[2])
+    truncate: bool | None = Field(
+        None,
+        description="shorten an over-long prompt (default); false: a 400 instead",
+        examples=[True],
+    )
     template: str | None = Field(None, description="refused: not supported yet")
     suffix: str | None = Field(None, description="refused: not supported yet")
     images: list[str] | None = Field(None, description="refused: no vision model yet")

@@ -32,6 +32,12 @@ def parameter_size(count: int) -> str:
     return str(count)
 
 
+def loaded_window(info: ModelInfo, default: int) -> int:
+    """The window a loaded model serves a request without num_ctx: the context a backend sized
+    at load, else the default capped by the trained window."""
+    return info.context_length if info.trained_context else min(default, info.context_length)
+
+
 def details(model: StoredModel) -> dict[str, Any]:
     info = model.info
     return {
@@ -121,7 +127,7 @@ def register(app: Quart, services: Services) -> None:
                     "details": details(model),
                     "expires_at": local_time(expires),
                     "size_vram": resident.info.size_bytes if UNIFIED_MEMORY else 0,
-                    "context_length": services.settings.context_length,
+                    "context_length": loaded_window(resident.info, services.settings.context_length),
                 }
             )
         return json_response({"models": out})

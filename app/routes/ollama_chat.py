@@ -24,7 +24,7 @@ def register(app: Quart, services: Services) -> None:
         stream = fields.typed(body, "stream", bool, True)
         steering = await read_steering(body, model.name, model.info)
         request = services.generation_request(
-            body, model, messages, has_input=bool(messages), steering=steering
+            body, model, messages, has_input=bool(messages), steering=steering, truncate="turns"
         )
         name = body["model"]
 

@@ -46,6 +46,7 @@ def register(app: Quart, services: Services) -> None:
             prompt=prompt if raw else None,
             context=context,
             steering=steering,
+            truncate="tokens",
         )
         name = body["model"]
 

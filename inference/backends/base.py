@@ -81,6 +81,13 @@ class ModelInfo:
     chat_template: str | None
     size_bytes: int
     extra: dict[str, object] = field(default_factory=dict)
+    # The window the model was trained for, where the loaded window is smaller (llama.cpp sizes its
+    # context at load); 0: ``context_length`` is already all of it.
+    trained_context: int = 0
+
+    def can_grow_to(self, num_ctx: int) -> bool:
+        """Whether loading again with ``num_ctx`` would give a larger window than this one."""
+        return self.context_length < min(num_ctx, self.trained_context)
 
 
 class LoadedModel(Protocol):
@@ -148,8 +155,11 @@ class Backend(Protocol):
         """Model facts from its files without loading weights (for tags and show)."""
         ...
 
-    def load(self, path: Path) -> LoadedModel:
-        """Load weights and tokenizer; raises :class:`ModelLoadError` on unusable files."""
+    def load(self, path: Path, num_ctx: int | None = None) -> LoadedModel:
+        """Load weights and tokenizer; raises :class:`ModelLoadError` on unusable files.
+
+        ``num_ctx`` is a window a request asked for: a backend that sizes its context at load
+        holds at least that much (up to the trained window); ``None``: its default."""
         ...
 
     def release_thread(self) -> None:

@@ -150,7 +150,7 @@ class FakeBackend:
             size_bytes=(path / "fake.json").stat().st_size,
         )
 
-    def load(self, path: Path) -> FakeModel:
+    def load(self, path: Path, num_ctx: int | None = None) -> FakeModel:
         script = self._script(path)
         if script.get("load_error"):
             if script.get("fail_with") == "memory":

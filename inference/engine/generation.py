@@ -13,8 +13,10 @@ import logging
 import secrets
 import string
 import time
+from collections.abc import Sequence
 
 from inference.backends.base import GenerationCancelled, LoadedModel, Step, TokenLogprob
+from inference.engine import truncation
 from inference.engine.job import CallOut, Failed, Finished, Job, Partial, Steering, TextChunk
 from inference.engine.stops import StopMatcher
 from inference.failures import FailureKind
@@ -31,6 +33,10 @@ INVALID_CALL = "the model produced an invalid tool call"
 CONTEXT_TOO_LONG = (
     "the prompt is longer than the context length currently available to the model; "
     "shorten the prompt or raise num_ctx"
+)
+CONTEXT_TOO_LONG_KEPT = (
+    "the prompt is longer than the context length even with only the system messages, tools and "
+    "the latest turn; shorten them or raise num_ctx"
 )
 
 
@@ -134,9 +140,10 @@ class Generation:
     client has gone), and ``done`` turns true.
     """
 
-    def __init__(self, job: Job, model: LoadedModel) -> None:
+    def __init__(self, job: Job, model: LoadedModel, num_ctx: int = 4096) -> None:
         self.job = job
         self.model = model
+        self.num_ctx = num_ctx  # the window asked for; the loaded model may hold less
         self.done = False
         self.constraint: TokenConstraint | None = None
         self.prompt: list[int] = []
@@ -153,27 +160,40 @@ class Generation:
         job, model = self.job, self.model
         request = job.request
         steering = request.steering
-        if request.prompt is not None:
-            text = request.prompt
-        else:
-            tools = steering.tools.for_template if steering.tools is not None else ()
-            text = model.render_chat(
-                request.messages, tools=tools, think=steering.think, template=request.template
-            )
+        tools = steering.tools.for_template if steering.tools is not None else ()
+
+        def render(messages: Sequence[dict[str, object]]) -> str:
+            return model.render_chat(messages, tools=tools, think=steering.think, template=request.template)
+
+        text = request.prompt if request.prompt is not None else render(request.messages)
         vocab = model.info.extra.get("vocab_size")
         if isinstance(vocab, int) and any(t >= vocab for t in request.context):
             return self._failed(
                 "failed", f"context holds token ids outside this model's vocabulary of {vocab}", INVALID
             )
         self.prompt = [*request.context, *model.tokenize(text)]
-        job.report.prompt_tokens = len(self.prompt)
-        window = request.num_ctx
+        window = self.num_ctx
         if 0 < model.info.context_length < window:  # the loaded model holds no more than this
             window = model.info.context_length
         if len(self.prompt) >= window:
-            limit = f"num_ctx {window}" if window == request.num_ctx else f"the model's context of {window}"
+            limit = f"num_ctx {window}" if window == self.num_ctx else f"the model's context of {window}"
             message = f"{CONTEXT_TOO_LONG} ({len(self.prompt)} >= {limit})"
-            return self._failed("failed", message, INVALID)
+            fitted = None
+            if request.truncate != "off":
+                fitted = self._fit(window, lambda messages: model.tokenize(render(messages)))
+                if fitted is None:
+                    message = f"{CONTEXT_TOO_LONG_KEPT} ({limit})"
+            if fitted is None:
+                job.report.prompt_tokens = len(self.prompt)
+                return self._failed("failed", message, INVALID)
+            log.info(
+                "prompt of %d tokens shortened to %d for %s (%s): dropped %d earlier messages, "
+                "%d tokens",
+                len(self.prompt), len(fitted.tokens), request.model, limit,
+                fitted.dropped_messages, fitted.dropped_tokens,
+            )  # fmt: skip
+            self.prompt = fitted.tokens
+        job.report.prompt_tokens = len(self.prompt)
         self._budget = window - len(self.prompt)
         if request.num_predict >= 0:
             self._budget = min(self._budget, request.num_predict)
@@ -188,6 +208,15 @@ class Generation:
             self._finish("length")
             return False
         return True
+
+    def _fit(self, window: int, tokens_of: truncation.Render) -> truncation.Fitted | None:
+        """The prompt shortened to leave room for a reply: a chat's earlier turns dropped, or the
+        middle of a single prompt (with its context) cut; ``None`` if a chat cannot fit."""
+        request = self.job.request
+        limit = window - truncation.room_for_reply(window, request.num_predict)
+        if request.truncate == "turns" and request.prompt is None:
+            return truncation.fit_chat(request.messages, tokens_of, limit)
+        return truncation.fit_tokens(self.prompt, limit, request.num_keep)
 
     # -- each step -----------------------------------------------------------------------------
 

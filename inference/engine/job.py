@@ -47,6 +47,9 @@ class Steering:
     think: bool | None = None
 
 
+Truncation = Literal["turns", "tokens", "off"]
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """Everything the engine needs to run one request, validated by the HTTP layer."""
@@ -59,7 +62,11 @@ class GenerationRequest:
     context: Sequence[int] = ()
     params: SamplingParams = field(default_factory=SamplingParams)
     num_predict: int = -1
-    num_ctx: int = 4096
+    num_ctx: int | None = None  # the window asked for; None: the engine's default
+    # An over-long prompt: earlier chat turns dropped, the middle of a single prompt cut, or a 400
+    # (inference/engine/truncation.py).
+    truncate: Truncation = "turns"
+    num_keep: int = 4  # tokens a shortened single prompt keeps from its start
     stop: Sequence[str] = ()
     keep_alive: float | None = None
     steering: Steering = field(default_factory=Steering)

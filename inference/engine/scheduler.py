@@ -84,8 +84,10 @@ class Engine:
         default_keep_alive: float = 300.0,
         max_loaded: int = 3,
         num_parallel: int = 4,
+        default_num_ctx: int = 4096,
     ) -> None:
         self._backends = backends
+        self.default_num_ctx = default_num_ctx
         self.max_queue = max_queue
         self.max_loaded = max(1, max_loaded)
         self.num_parallel = max(1, num_parallel)
@@ -263,6 +265,8 @@ class Engine:
         if request.kind != "generate":
             return True
         if resident is not None:
+            if request.num_ctx is not None and resident.info.can_grow_to(request.num_ctx):
+                return resident.busy == 0  # it loads again with the larger window once idle
             own = resident.model.max_sequences
             return resident.busy < (min(own, self.num_parallel) if own > 0 else self.num_parallel)
         return len(self._resident) < self.max_loaded or any(r.busy == 0 for r in self._resident.values())
@@ -280,7 +284,7 @@ class Engine:
             job.emit(Finished(done_reason="unload"))
             return self._finished(job)
         try:
-            resident = self._ensure_loaded(request.model, request.path)
+            resident = self._ensure_loaded(request.model, request.path, request.num_ctx)
         except Exception as error:
             log.warning("loading %s failed: %s", request.model, error)
             job.report.outcome = "failed"
@@ -294,7 +298,8 @@ class Engine:
             job.emit(Finished(done_reason="load", load_duration=_since(job.submitted)))
             self._finished(job)
             return self._settle(resident)
-        generation = Generation(job, resident.model)
+        num_ctx = self.default_num_ctx if request.num_ctx is None else request.num_ctx
+        generation = Generation(job, resident.model, num_ctx)
         try:
             prepared = generation.prepare()
         except Exception as error:  # a template or tokenizer error ends this request only
@@ -373,13 +378,20 @@ class Engine:
 
     # -- residency (worker thread) -----------------------------------------------------------
 
-    def _ensure_loaded(self, name: str, path: Path) -> Resident:
+    def _ensure_loaded(self, name: str, path: Path, num_ctx: int | None = None) -> Resident:
+        """``name``'s resident model, loaded if it is not; loaded again when idle and a request
+        asks for a larger window than its context holds (and its training allows)."""
         resident = self._resident.get(name)
+        if resident is not None and num_ctx is not None and resident.info.can_grow_to(num_ctx):
+            if resident.busy == 0:
+                log.info("loading %s again for num_ctx %d", name, num_ctx)
+                self._unload(name)
+                resident = None
         if resident is not None:
             return resident
         backend = self.backend_for(path)
         self._make_room()
-        model = backend.load(path)
+        model = backend.load(path, num_ctx)
         self._loads += 1
         resident = Resident(name, path, model, model.info, math.inf)
         self._resident[name] = resident

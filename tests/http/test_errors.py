@@ -151,8 +151,8 @@ CASES: list[tuple[str, str, object, int, str]] = [
     ),
     (
         "/api/generate",
-        "prompt too long",
-        {"model": "fake", "prompt": "x" * 100, "options": {"num_ctx": 50}},
+        "prompt too long, truncate off",
+        {"model": "fake", "prompt": "x" * 100, "truncate": False, "options": {"num_ctx": 50}},
         400,
         "longer than the context length",
     ),

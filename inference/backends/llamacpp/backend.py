@@ -14,6 +14,7 @@ both backends see the same prompt.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -32,6 +33,7 @@ INSTALL_HINT = (
     'the llama.cpp backend is not installed; install it with: pip install "trillm[llamacpp]" '
     "(it compiles llama.cpp, which takes about ten minutes)"
 )
+log = logging.getLogger("trillm.llamacpp")
 # Tokens one llama_decode takes: the decoding sequences' tokens and the prompt chunks of a step.
 _BATCH_TOKENS = 512
 
@@ -72,6 +74,57 @@ def describe_gguf(file: Path, header: GGUFHeader | None = None) -> ModelInfo:
     )
 
 
+KV_SHARE_OF_MEMORY = 4  # the default window's KV cache stays under 1/4 of physical memory
+MIN_DEFAULT_WINDOW = 4096
+
+
+def kv_bytes_per_token(header: GGUFHeader) -> int:
+    """Bytes of f16 keys and values one token takes in every layer (0 when the header lacks
+    what it takes to tell)."""
+    layers = header.arch_value("block_count")
+    width = header.arch_value("embedding_length")
+    heads = header.arch_value("attention.head_count")
+    kv_heads = header.arch_value("attention.head_count_kv")
+    if not all(isinstance(v, int) and v > 0 for v in (layers, width, heads)):
+        return 0
+    assert isinstance(layers, int) and isinstance(width, int) and isinstance(heads, int)
+    kv = kv_heads if isinstance(kv_heads, int) and kv_heads > 0 else heads
+    key = header.arch_value("attention.key_length")
+    value = header.arch_value("attention.value_length")
+    head = width // heads
+    key_width = key if isinstance(key, int) else head
+    value_width = value if isinstance(value, int) else head
+    return layers * kv * (key_width + value_width) * 2
+
+
+def physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def load_window(
+    info: ModelInfo, header: GGUFHeader, settings: LlamaCppSettings, slots: int, num_ctx: int | None
+) -> int:
+    """The tokens each sequence slot holds: what a request asked for (``num_ctx``), else the
+    default (``TRILLM_CONTEXT_LENGTH``), never beyond the trained window. The default is halved
+    (not below 4096) while ``slots`` windows' KV cache would take over a quarter of memory; a
+    window a request asked for is given as asked."""
+    window = min(info.context_length, num_ctx or settings.context_length)
+    per_token, memory = kv_bytes_per_token(header), physical_memory()
+    if num_ctx is None and per_token and memory:
+        while window > MIN_DEFAULT_WINDOW and window * slots * per_token > memory // KV_SHARE_OF_MEMORY:
+            window //= 2
+        if window < min(info.context_length, settings.context_length):
+            log.warning(
+                "llama.cpp: %d slots of %d tokens would take %d MiB of KV cache; loading %d-token "
+                "slots (set TRILLM_NUM_PARALLEL lower, or ask for num_ctx, for longer prompts)",
+                slots, settings.context_length, settings.context_length * slots * per_token >> 20, window,
+            )  # fmt: skip
+    return max(16, window)
+
+
 def _shards(file: Path) -> list[Path]:
     """Every file of a split GGUF (``NAME-00001-of-00003.gguf``), or just ``file``."""
     stem = file.name
@@ -92,7 +145,7 @@ def _token_text(header: GGUFHeader, key: str, llama: Any) -> str:
 class LlamaCppModel:
     """A GGUF model loaded into one llama.cpp context of ``parallel`` sequence slots."""
 
-    def __init__(self, file: Path, settings: LlamaCppSettings) -> None:
+    def __init__(self, file: Path, settings: LlamaCppSettings, num_ctx: int | None = None) -> None:
         try:
             import llama_cpp
             from llama_cpp._internals import LlamaContext
@@ -102,8 +155,8 @@ class LlamaCppModel:
         self._lib = llama_cpp
         header = read_header(file)
         info = describe_gguf(file, header)
-        window = max(16, min(info.context_length, settings.context_length))
         self.max_sequences = max(1, settings.parallel)
+        window = load_window(info, header, settings, self.max_sequences, num_ctx)
         self.reuse_prefixes = settings.prefix_cache
         self.batch_tokens = _BATCH_TOKENS
         try:
@@ -128,7 +181,7 @@ class LlamaCppModel:
                 self.context = LlamaContext(model=self._llama._model, params=params, verbose=False)
         except Exception as error:  # llama-cpp-python raises ValueError for unusable files
             raise ModelLoadError(f"llama.cpp cannot load {file.name}: {error}") from error
-        self.info = replace(info, context_length=window)
+        self.info = replace(info, context_length=window, trained_context=info.context_length)
         self._vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
         self.n_vocab = int(self._llama.n_vocab())
         self.eog = {t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)}
@@ -235,12 +288,12 @@ class LlamaCppBackend:
             raise ValueError(f"{path} holds no GGUF file")
         return describe_gguf(file)
 
-    def load(self, path: Path) -> LlamaCppModel:
+    def load(self, path: Path, num_ctx: int | None = None) -> LlamaCppModel:
         file = gguf_file(path)
         if file is None:
             raise ModelLoadError(f"{path} holds no GGUF file")
         try:
-            return LlamaCppModel(file, self.settings)
+            return LlamaCppModel(file, self.settings, num_ctx)
         except ModelLoadError:
             raise
         except (OSError, GGUFError) as error:

@@ -241,7 +241,7 @@ class MlxBackend:
     def describe(self, path: Path) -> ModelInfo:
         return describe_directory(path)
 
-    def load(self, path: Path) -> MlxModel:
+    def load(self, path: Path, num_ctx: int | None = None) -> MlxModel:
         if not any(path.glob("tokenizer*")):
             raise ModelLoadError("no tokenizer files (tokenizer.json / tokenizer_config.json)")
         mlx_blas.install(self.openblas)  # before the first load imports MLX; decided once
