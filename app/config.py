@@ -233,7 +233,13 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("MODELS", "models", _path, "the model store", True, shown_default="~/.trillm/models"),
     Variable("KEEP_ALIVE", "keep_alive", _seconds, "how long an idle model stays loaded (s or 5m)", True),
-    Variable("CONTEXT_LENGTH", "context_length", _integer(16), "default context window (tokens), capped by the model's", True),
+    Variable(
+        "CONTEXT_LENGTH",
+        "context_length",
+        _integer(16),
+        "default context window (tokens), capped by the model's",
+        True,
+    ),
     Variable("NUM_PARALLEL", "num_parallel", _integer(1), "sequences of one model decoding together", True),
     Variable(
         "MAX_LOADED_MODELS", "max_loaded_models", _integer(0), "models in memory at once", True, _set_loaded

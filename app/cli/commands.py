@@ -7,7 +7,9 @@ behave like their ``ollama`` namesakes. Failures print ``Error: <message>`` and 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import socket
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -107,14 +109,50 @@ def _serve(host: str | None, models: str | None) -> int:
     except InsecureBind as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1
+    busy = address_in_use(settings.host, settings.port)
+    if busy:
+        print(f"Error: {busy}", file=sys.stderr)
+        return 1
     settings.models.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     logging.getLogger("trillm").info(
         "serving models from %s on %s:%d", settings.models, settings.host, settings.port
     )
-    trio.run(serve, app, settings)
+    try:
+        trio.run(serve, app, settings)
+    except OSError as error:  # taken between the check and the bind
+        if error.errno != errno.EADDRINUSE:
+            raise
+        print(f"Error: {in_use_message(settings.host, settings.port)}", file=sys.stderr)
+        return 1
     release_mlx_streams()  # the main thread's, if it used MLX; the worker's went with it
     return 0
+
+
+def in_use_message(host: str, port: int) -> str:
+    return (
+        f"listen tcp {host}:{port}: address already in use — is another server (Ollama?) running? "
+        "Set TRILLM_HOST to use another port"
+    )
+
+
+def address_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be served (another process listens there), or None."""
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return None  # Hypercorn reports a bad host itself
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Hypercorn binds
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return in_use_message(host, port)
+    return None
 
 
 def _pull(client: Client, args: argparse.Namespace) -> None:

@@ -295,9 +295,9 @@ class Engine:
         resident.keep_alive = request.keep_alive
         if request.kind == "load":
             job.report.outcome = "done"
+            self._settle(resident)  # before the reply, so that /api/ps after it shows the new expiry
             job.emit(Finished(done_reason="load", load_duration=_since(job.submitted)))
-            self._finished(job)
-            return self._settle(resident)
+            return self._finished(job)
         num_ctx = self.default_num_ctx if request.num_ctx is None else request.num_ctx
         generation = Generation(job, resident.model, num_ctx)
         try:
