@@ -5,7 +5,7 @@ Starts N conversations concurrently over ``/api/chat`` (they share a batch on th
 conversation a second turn and prints how much of its prompt came from the prefix cache
 (``prompt_eval_cached_count``, a field the ``ollama`` package does not expose yet)::
 
-    python examples/concurrent_chats.py MODEL [--host http://127.0.0.1:11434] [--clients 4]
+    python examples/concurrent_chats.py MODEL [--host HOST] [--clients 4]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import httpx
+from server_address import reachable, server_url
 
 QUESTIONS = [
     "Why is the sea salty?",
@@ -66,17 +67,22 @@ async def conversation(client: httpx.AsyncClient, model: str, question: str, tok
     )
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
-    parser.add_argument("--host", default="http://127.0.0.1:11434")
+    parser.add_argument("--host", help="server address (default: TRILLM_HOST, OLLAMA_HOST, 127.0.0.1:11434)")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=64)
     args = parser.parse_args()
     questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.clients)]
-    async with httpx.AsyncClient(base_url=args.host, timeout=None) as client:
-        await asyncio.gather(*(conversation(client, args.model, q, args.tokens) for q in questions))
+    url = server_url(args.host)
+
+    async def chats() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=None) as client:
+            await asyncio.gather(*(conversation(client, args.model, q, args.tokens) for q in questions))
+
+    reachable(lambda: asyncio.run(chats()), url)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -1,6 +1,6 @@
 """Manage models on a trillm server with the official ``ollama`` client: pull, create, copy, delete.
 
-    python examples/manage_models.py mlx-community/Qwen2.5-0.5B-Instruct-4bit
+    python examples/manage_models.py mlx-community/Qwen2.5-0.5B-Instruct-4bit [HOST]
 
 Pulls the model (printing progress), makes a variant with its own system prompt and defaults,
 asks the variant one question, copies it, lists what is stored, then deletes both variants.
@@ -11,10 +11,11 @@ from __future__ import annotations
 import sys
 
 import ollama
+from server_address import reachable, server_url
 
 
-def main(model: str, host: str = "http://127.0.0.1:11434") -> None:
-    client = ollama.Client(host=host)
+def main(model: str, host: str | None = None) -> None:
+    client = ollama.Client(host=server_url(host))
     for progress in client.pull(model, stream=True):
         if progress.total:
             print(f"\r{progress.status}: {progress.completed or 0}/{progress.total} bytes", end="")
@@ -37,4 +38,6 @@ def main(model: str, host: str = "http://127.0.0.1:11434") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    reachable(lambda: main(*sys.argv[1:3]), server_url(sys.argv[2] if len(sys.argv) > 2 else None))

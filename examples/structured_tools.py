@@ -9,7 +9,7 @@ Three things trillm enforces while decoding, shown on one model:
 3. A reply the token limit cuts short is a 422 whose body holds what was generated
    (``error.body["partial"]``), so a client can retry with a larger budget and show the text::
 
-    python examples/structured_tools.py MODEL [--host http://127.0.0.1:11434]
+    python examples/structured_tools.py MODEL [--host HOST]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from enum import StrEnum
 
 import openai
 from pydantic import BaseModel, Field
+from server_address import reachable, server_url
 
 
 class Unit(StrEnum):
@@ -46,16 +47,22 @@ class Answer(BaseModel):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
-    parser.add_argument("--host", default="http://127.0.0.1:11434")
+    parser.add_argument("--host", help="server address (default: TRILLM_HOST, OLLAMA_HOST, 127.0.0.1:11434)")
     args = parser.parse_args()
-    client = openai.OpenAI(base_url=f"{args.host}/v1", api_key="unused")
+    url = server_url(args.host)
+    reachable(
+        lambda: ask(openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0), args.model), url
+    )
+
+
+def ask(client: openai.OpenAI, model: str) -> None:
     ask = [{"role": "user", "content": "What is 17 + 25? Think first."}]
 
     budget = 16  # too small on purpose: the first try is cut, the retry gets more room
     while True:
         try:
             reply = client.chat.completions.parse(
-                model=args.model, messages=ask, response_format=Answer, max_tokens=budget
+                model=model, messages=ask, response_format=Answer, max_tokens=budget
             )
             break
         except openai.UnprocessableEntityError as error:
@@ -67,7 +74,7 @@ def main() -> None:
     print("parsed:", parsed)
 
     call = client.chat.completions.create(
-        model=args.model,
+        model=model,
         messages=[{"role": "user", "content": "Is it cold in Oslo?"}],
         tools=[openai.pydantic_function_tool(GetWeather)],
         tool_choice="required",

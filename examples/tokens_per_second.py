@@ -4,7 +4,10 @@ Streams one generation, counting chunks as they arrive (time to first token, chu
 client), then runs the same request with ``"stream": false`` and reads the server's own figures
 (``eval_count`` / ``eval_duration``); both are printed side by side::
 
-    python examples/tokens_per_second.py MODEL [--host http://127.0.0.1:11434] [--tokens 128]
+    python examples/tokens_per_second.py MODEL [--host HOST] [--tokens 128]
+
+The client's rate is only printed over enough chunks to mean something (at least 8, spread over
+at least 50 ms); a shorter reply says how many chunks it saw instead.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import json
 import time
 
 import httpx
+from server_address import reachable, server_url
+
+MIN_CHUNKS, MIN_SPAN_S = 8, 0.05
 
 
 def streaming(client: httpx.Client, body: dict[str, object]) -> dict[str, float]:
@@ -38,7 +44,7 @@ def streaming(client: httpx.Client, body: dict[str, object]) -> dict[str, float]
     return {
         "ttft_s": first - start,
         "chunks": chunks,
-        "client_tps": (chunks - 1) / span if chunks > 1 and span > 0 else float("nan"),
+        "client_tps": (chunks - 1) / span if chunks >= MIN_CHUNKS and span >= MIN_SPAN_S else float("nan"),
         "server_tps": final["eval_count"] / (final["eval_duration"] / 1e9),
     }
 
@@ -59,21 +65,30 @@ def non_streaming(client: httpx.Client, body: dict[str, object]) -> dict[str, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description="tokens/s of a model on an Ollama-compatible server")
     parser.add_argument("model")
-    parser.add_argument("--host", default="http://127.0.0.1:11434")
+    parser.add_argument("--host", help="server address (default: TRILLM_HOST, OLLAMA_HOST, 127.0.0.1:11434)")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--prompt", default="Write a short story about a lighthouse keeper.")
     args = parser.parse_args()
     body = {"model": args.model, "prompt": args.prompt, "options": {"num_predict": args.tokens, "seed": 1}}
-    with httpx.Client(base_url=args.host, timeout=None) as client:
-        client.post("/api/generate", json={"model": args.model}).raise_for_status()  # load it first
-        s = streaming(client, body)
-        n = non_streaming(client, body)
+    url = server_url(args.host)
+
+    def measure() -> tuple[dict[str, float], dict[str, float]]:
+        with httpx.Client(base_url=url, timeout=None) as client:
+            client.post("/api/generate", json={"model": args.model}).raise_for_status()  # load it first
+            return streaming(client, body), non_streaming(client, body)
+
+    s, n = reachable(measure, url)
+    client_rate = f"{s['client_tps']:13.1f}" if s["client_tps"] == s["client_tps"] else f"{'n/a':>13}"
     print(f"{'mode':14} {'TTFT':>9} {'client tok/s':>13} {'server tok/s':>13}")
-    print(f"{'streaming':14} {s['ttft_s'] * 1e3:7.1f}ms {s['client_tps']:13.1f} {s['server_tps']:13.1f}")
+    print(f"{'streaming':14} {s['ttft_s'] * 1e3:7.1f}ms {client_rate} {s['server_tps']:13.1f}")
     print(f"{'non-streaming':14} {'':>9} {'':>13} {n['server_tps']:13.1f}")
     print(
         f"(streaming: {s['chunks']:.0f} chunks; non-streaming: {n['tokens']:.0f} tokens in {n['wall_s']:.2f}s)"
     )
+    if s["client_tps"] != s["client_tps"]:
+        print(
+            f"(the client rate needs {MIN_CHUNKS} chunks over {MIN_SPAN_S * 1e3:.0f} ms; ask for more --tokens)"
+        )
 
 
 if __name__ == "__main__":

@@ -9,18 +9,23 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
+import re
 import socket
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 
 from app import __version__
 from app.cli.http_client import Client, CliError, server_message
 from app.config import Settings, environment_help
 from inference.store.model_store import sha256_file
+
+EXAMPLE_MODEL = "mlx-community/Qwen2.5-0.5B-Instruct-4bit"  # the README's model, too
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("model")
     for flag in ("modelfile", "parameters", "template", "system", "license"):
         show.add_argument(f"--{flag}", action="store_true", help=f"only the {flag}")
-    command("rm", "delete models").add_argument("models", nargs="+")
+    rm = command("rm", "delete models")
+    rm.add_argument("models", nargs="+")
+    rm.add_argument(
+        "-f", "--force", action="store_true", help="do not ask before deleting a hand-placed model"
+    )
     cp = command("cp", "copy a model")
     cp.add_argument("source")
     cp.add_argument("destination")
@@ -73,7 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "run" and not any(word.startswith("-") for word in extra):
+        args.prompt += extra  # flags after the model name: ``trillm run MODEL --verbose "..."``
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:  # bare ``trillm``: what it can do
         parser.print_help()
         return 0
@@ -83,14 +96,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client.check()
         COMMANDS[args.command](client, args)
+        sys.stdout.flush()
     except CliError as error:
-        print(f"Error: {error}", file=sys.stderr)
+        print(f"Error: {_with_hint(client, error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``trillm ps | head -1``): stop quietly, as a Unix tool does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         client.close()
     return 0
+
+
+def _with_hint(client: Client, error: CliError) -> str:
+    """A "not found" error with what to do: pull it, or the local names closest to it."""
+    message = str(error)
+    found = re.fullmatch(r"model '(.+)' not found", message)
+    if found is None:
+        return message
+    try:
+        return _not_found(client, found.group(1))
+    except (CliError, httpx.HTTPError):
+        return message
 
 
 def _serve(host: str | None, models: str | None) -> int:
@@ -197,14 +227,14 @@ def _not_found(client: Client, name: str) -> str:
     names = [m["name"] for m in listed.json().get("models", [])] if listed.is_success else []
     short = {n.removesuffix(":latest"): n for n in names}
     close = difflib.get_close_matches(name.removesuffix(":latest"), list(short), n=3, cutoff=0.5)
-    message = f"model '{name}' not found"
+    message = f"model '{name}' not found, try pulling it first"
     if close:
         message += f"; the closest local models are {', '.join(close)}"
     elif names:
         message += "; `trillm list` shows the local models"
     return (
         message + ". `trillm pull` takes a Hugging Face repo id: ORG/REPO for an MLX model "
-        "(e.g. mlx-community/Qwen2.5-0.5B-Instruct-4bit) or hf.co/ORG/REPO:QUANT for a GGUF"
+        f"(e.g. {EXAMPLE_MODEL}) or hf.co/ORG/REPO:QUANT for a GGUF"
     )
 
 
@@ -314,8 +344,24 @@ def _show(client: Client, args: argparse.Namespace) -> None:
 
 def _rm(client: Client, args: argparse.Namespace) -> None:
     for name in args.models:
+        entry = client.call("POST", "/api/show", {"model": name}).json().get("store_entry") or {}
+        if entry.get("kind") in ("file", "directory") and not args.force:
+            if not _confirm(f"'{name}' is {entry['path']}, placed in the store by hand. Delete it?"):
+                raise CliError(
+                    f"'{name}' was not deleted (trillm rm --force {name} deletes it without asking)"
+                )
         client.call("DELETE", "/api/delete", {"model": name})
         print(f"deleted '{name}'")
+
+
+def _confirm(question: str) -> bool:
+    """A yes from the terminal; without one (piped input), no."""
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
 
 
 def _cp(client: Client, args: argparse.Namespace) -> None:

@@ -16,6 +16,10 @@ from typing import Any, TextIO
 
 from app.cli.http_client import Client, CliError
 from app.protocol.modelfile import ModelfileError, parameter_value
+from app.protocol.requests import Options
+
+PARAMETERS = frozenset(Options.model_fields)
+SHOWN = ("modelfile", "parameters", "system", "template", "license")
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 HELP = """Available commands:
@@ -25,6 +29,9 @@ HELP = """Available commands:
   /set think | nothink        turn thinking on or off
   /set verbose | quiet        show or hide timing statistics
   /show info                  describe the model
+  /show modelfile | parameters | system | template | license
+  /load MODEL                 switch to another model (the conversation starts afresh)
+  /save NAME                  save this session's model, system prompt and parameters as NAME
   /clear                      forget the conversation
   /bye                        leave (or Ctrl+D)
 Use \"\"\" to begin and end a multi-line message."""
@@ -81,7 +88,8 @@ def answer(client: Client, session: Session, prompt: str, out: TextIO) -> None:
             if part.get("done"):
                 final = part
     except KeyboardInterrupt:
-        out.write((RESET if dim and thinking_open else "") + "\n^C (stopped)\n")
+        # The terminal has echoed ^C already.
+        out.write((RESET if dim and thinking_open else "") + " (stopped)\n")
         session.messages.pop()  # an unanswered question is not part of the conversation
         return
     except CliError:
@@ -92,11 +100,14 @@ def answer(client: Client, session: Session, prompt: str, out: TextIO) -> None:
     out.write("\n\n" if text and not "".join(text).endswith("\n") else "\n")
     session.messages.append({"role": "assistant", "content": "".join(text)})
     if session.verbose and final is not None:
-        out.write(statistics(final, first))
+        out.write(statistics(final, first, time.perf_counter() - started))
     out.flush()
 
 
-def statistics(final: dict[str, Any], first_token: float | None) -> str:
+def statistics(final: dict[str, Any], first_token: float | None, total: float) -> str:
+    """Timings as ``ollama run --verbose`` prints them. The total and the time to the first token
+    are both this client's clock (so the first never exceeds the total); the rest are the server's."""
+
     def seconds(ns: int) -> str:
         return f"{ns / 1e9:.6f}s"
 
@@ -106,7 +117,7 @@ def statistics(final: dict[str, Any], first_token: float | None) -> str:
     prompt_n, prompt_ns = final.get("prompt_eval_count", 0), final.get("prompt_eval_duration", 0)
     eval_n, eval_ns = final.get("eval_count", 0), final.get("eval_duration", 0)
     rows = [
-        ("total duration", seconds(final.get("total_duration", 0))),
+        ("total duration", f"{total:.6f}s"),
         ("load duration", seconds(final.get("load_duration", 0))),
         ("time to first token", f"{first_token:.6f}s" if first_token is not None else "n/a"),
         ("prompt eval count", f"{prompt_n} token(s)"),
@@ -132,6 +143,21 @@ def command(client: Client, session: Session, line: str, out: TextIO) -> bool:
         out.write("Cleared session context\n")
     elif head == "/show" and len(words) > 1 and words[1] == "info":
         show_info(client.call("POST", "/api/show", {"model": session.model}).json(), out)
+    elif head == "/show" and len(words) > 1 and words[1] in SHOWN:
+        shown = client.call("POST", "/api/show", {"model": session.model}).json()
+        text = shown.get(words[1]) or ""
+        if words[1] == "system" and session.system is not None:
+            text = session.system
+        if words[1] == "parameters" and session.options:
+            text += "".join(f"{k:<20}{v}\n" for k, v in session.options.items())
+        out.write((text.rstrip("\n") or f"No {words[1]} was specified for this model.") + "\n")
+    elif head == "/load" and len(words) == 2:
+        load(client, words[1], out)
+        session.model = words[1]
+        session.messages.clear()
+    elif head == "/save" and len(words) == 2:
+        save(client, session, words[1])
+        out.write(f"Created new model '{words[1]}'\n")
     elif head == "/set" and len(words) > 1:
         set_option(session, words[1:], line, out)
     else:
@@ -139,10 +165,42 @@ def command(client: Client, session: Session, line: str, out: TextIO) -> bool:
     return True
 
 
+def load(client: Client, model: str, out: TextIO) -> None:
+    """Load ``model`` now, with a spinner on a terminal, so that a load error shows before the
+    first prompt rather than after it."""
+    from rich.console import Console
+
+    console = Console(file=out, stderr=False)
+    with console.status(f"loading {model}", spinner="dots") if out.isatty() else _nothing():
+        for _ in client.stream("/api/generate", {"model": model}):
+            pass  # an error line is raised as CliError
+
+
+def save(client: Client, session: Session, name: str) -> None:
+    """``/save``: a model made of this session's model, system prompt and parameters."""
+    body: dict[str, Any] = {"model": name, "from": session.model, "stream": False}
+    if session.system is not None:
+        body["system"] = session.system
+    if session.options:
+        body["parameters"] = session.options
+    client.call("POST", "/api/create", body)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
 def set_option(session: Session, words: list[str], line: str, out: TextIO) -> None:
     what = words[0].lower()
     if what == "parameter" and len(words) == 3:
         key, raw = words[1], words[2]
+        if key not in PARAMETERS:
+            out.write(f"Unknown parameter '{key}'; known: {', '.join(sorted(PARAMETERS))}\n")
+            return
         try:
             value = parameter_value(key, raw)
         except ModelfileError as error:
@@ -208,6 +266,7 @@ def interactive(client: Client, session: Session, out: TextIO) -> None:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:  # pragma: no cover - Windows
         pass
+    load(client, session.model, out)
     out.write("Send a message (/? for help)\n")
     while True:
         try:
@@ -221,8 +280,11 @@ def interactive(client: Client, session: Session, out: TextIO) -> None:
         if not line.strip():
             continue
         if line.startswith("/"):
-            if not command(client, session, line.strip(), out):
-                return
+            try:
+                if not command(client, session, line.strip(), out):
+                    return
+            except CliError as error:
+                out.write(f"Error: {error}\n")
             continue
         try:
             answer(client, session, line, out)
@@ -232,8 +294,9 @@ def interactive(client: Client, session: Session, out: TextIO) -> None:
 
 def run(client: Client, session: Session, prompt: str) -> None:
     """Answer ``prompt`` (or piped input) once, or chat interactively when there is neither."""
-    if not prompt and not sys.stdin.isatty():
-        prompt = sys.stdin.read()
+    if not sys.stdin.isatty():  # piped text comes first, then the arguments, as in Ollama
+        piped = sys.stdin.read()
+        prompt = f"{piped} {prompt}" if piped and prompt else piped or prompt
     if prompt:
         answer(client, session, prompt, sys.stdout)
     else:

@@ -7,6 +7,7 @@ are ``400 invalid model name`` (or Ollama's ``source``/``destination`` wording f
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -185,6 +186,31 @@ def _files(store: ModelStore, body: dict[str, Any]) -> dict[str, str] | None:
     return {name: f"sha256:{digest_hex(digest)}" for name, digest in files.items()}
 
 
+GO_TEMPLATE = re.compile(r"\{\{-?\s*(?:\.[A-Z]|(?:range|if|with)\s+\.|end\b|else\b)")
+
+
+def check_template(template: str) -> None:
+    """400 for a TEMPLATE trillm cannot render: Go template syntax (an Ollama Modelfile's), or
+    Jinja that does not parse."""
+    if GO_TEMPLATE.search(template):
+        raise BadRequest(
+            "TEMPLATE looks like a Go template (Ollama's {{ .Prompt }} syntax); trillm uses Jinja chat "
+            "templates as Hugging Face models ship them: drop the TEMPLATE line to use the model's own, "
+            "or write it in Jinja ({{ messages }}, {% for message in messages %})"
+        )
+    import jinja2
+
+    try:
+        # The extensions transformers renders chat templates with ({% break %}, {% do %}).
+        jinja2.Environment(extensions=["jinja2.ext.loopcontrols", "jinja2.ext.do"]).parse(template)
+    except jinja2.TemplateSyntaxError as error:
+        if "'generation'" in error.message or "'endgeneration'" in error.message:
+            return  # transformers' own tag for marking the assistant's part
+        raise BadRequest(
+            f"TEMPLATE is not a valid Jinja template: {error.message} (line {error.lineno})"
+        ) from error
+
+
 def _overrides(services: Services, body: dict[str, Any]) -> dict[str, Any]:
     """The Modelfile-style fields of a create request, checked now so that errors are a 400."""
     out: dict[str, Any] = {}
@@ -192,6 +218,8 @@ def _overrides(services: Services, body: dict[str, Any]) -> dict[str, Any]:
         value = fields.typed(body, key, str, None)
         if value is not None:
             out[key] = value
+    if out.get("template"):
+        check_template(out["template"])
     license_ = body.get("license")
     if license_ is not None:
         if isinstance(license_, list) and all(isinstance(x, str) for x in license_):

@@ -38,6 +38,18 @@ def loaded_window(info: ModelInfo, default: int) -> int:
     return info.context_length if info.trained_context else min(default, info.context_length)
 
 
+def store_entry(model: StoredModel) -> dict[str, str]:
+    """How the store holds ``model``: ``manifest`` (pulled, created, copied), ``directory`` or
+    ``file`` (placed there by hand) or ``ollama`` (read from an Ollama store)."""
+    if model.ollama is not None:
+        kind = "ollama"
+    elif model.manifest is not None:
+        kind = "manifest"
+    else:
+        kind = "file" if model.path.is_file() else "directory"
+    return {"kind": kind, "path": str(model.path)}
+
+
 def details(model: StoredModel) -> dict[str, Any]:
     info = model.info
     return {
@@ -104,6 +116,9 @@ def register(app: Quart, services: Services) -> None:
                 "model_info": model_info(info),
                 "capabilities": capabilities(info),
                 "modified_at": local_time(model.modified_at),
+                # trillm's own: where the model lives (the CLI asks before deleting what a user
+                # placed in the store by hand).
+                "store_entry": store_entry(model),
             }
         )
 

@@ -20,6 +20,7 @@ inside ``root``, so no request can read, write or delete anything outside the st
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import threading
@@ -32,6 +33,8 @@ from inference.backends.base import Backend, ModelInfo
 from inference.store.manifest import Manifest, digest_hex
 from inference.store.names import InvalidModelName, ModelName, normalize_name, parse_name
 from inference.store.ollama_store import OllamaModel, OllamaStore
+
+log = logging.getLogger("trillm.store")
 
 __all__ = ["InvalidModelName", "ModelNotFound", "ModelStore", "StoredModel", "normalize_name"]
 
@@ -115,6 +118,7 @@ class ModelStore:
         self._backends = backends
         self._ollama = ollama
         self._cache: dict[Path, tuple[float, StoredModel]] = {}
+        self._warned: set[Path] = set()
         self._manifests: dict[Path, tuple[int, StoredModel]] = {}
         self._lock = threading.Lock()  # manifests and blobs change under it (pull threads)
 
@@ -162,13 +166,27 @@ class ModelStore:
             for sub in sorted(entry.iterdir()):
                 if sub.is_dir() and self.backend_for(sub) is not None:
                     found.append((f"{entry.name}/{sub.name}", sub))
-        models = []
+        models, taken = [], set()
         for name, path in found:
             try:
-                models.append(self._describe(name, path))
+                model = self._describe(name, path)
             except InvalidModelName:
                 continue  # a directory whose name cannot be requested
+            if model.name.lower() in taken and path.suffix == ".gguf":
+                # A directory and a file of one name: the directory keeps it (it sorts first), the
+                # file is served under its file name.
+                self._warn_once(
+                    path, f"{path.name} shares its name with a directory; it is listed as {path.name}"
+                )
+                model = replace(model, name=normalize_name(path.name))
+            taken.add(model.name.lower())
+            models.append(model)
         return models
+
+    def _warn_once(self, path: Path, message: str) -> None:
+        if path not in self._warned:
+            self._warned.add(path)
+            log.warning("model store: %s", message)
 
     def _describe(self, name: str, path: Path) -> StoredModel:
         files = sorted(path.iterdir()) if path.is_dir() else [path]
@@ -397,8 +415,8 @@ class ModelStore:
         with self._lock:
             if model.manifest is None:
                 path = self._inside(model.path)
-                if path.is_symlink():
-                    path.unlink()  # a link the user made to a model elsewhere: only the link goes
+                if path.is_symlink() or path.is_file():
+                    path.unlink()  # a link to a model elsewhere, or a GGUF file: just that entry
                 else:
                     shutil.rmtree(path)
                 self._cache.pop(path, None)

@@ -51,7 +51,8 @@ async def test_listing_showing_copying_and_removing(server: Server) -> None:
     code, out, _ = await trillm(server, "rm", "mine/fake:v1")
     assert (code, out) == (0, "deleted 'mine/fake:v1'\n")
     code, out, err = await trillm(server, "show", "mine/fake:v1")
-    assert code == 1 and err == "Error: model 'mine/fake:v1' not found\n" and "Traceback" not in err
+    assert code == 1 and err.startswith("Error: model 'mine/fake:v1' not found, try pulling it first")
+    assert "Traceback" not in err
 
 
 async def test_ps_and_stop(server: Server) -> None:
@@ -178,7 +179,7 @@ async def test_interactive_run_in_a_terminal(server: Server) -> None:
     seen = await trio.to_thread.run_sync(interact, server.url, cli_env(server))
     assert seen[-1] == "0"
     outcomes = [r.outcome for r in server.services.engine.history]
-    assert outcomes[0] == "cancelled"
+    assert outcomes[:2] == ["done", "cancelled"]  # the model loaded before the first prompt
     prompt = "".join(chr(t) for t in server.fake.prompts[-1])
     # The stopped question was dropped; the multi-line one arrived whole.
     assert prompt == "<user>first line\nsecond line<assistant>"

@@ -180,7 +180,8 @@ async def test_without_llama_cpp_gguf_models_are_listed_and_explain_what_to_inst
             "/api/chat", json={"model": "ggufmodel", "messages": HELLO, "stream": False}
         )
         assert response.status_code == 500
-        assert 'pip install "trillm[llamacpp]"' in response.json()["error"]
+        # This checkout is installed in editable mode, so the hint says so.
+        assert 'pip install -e ".[llamacpp]"' in response.json()["error"]
         # The MLX models are unaffected.
         fine = await http.post("/api/chat", json={"model": "fake", "messages": HELLO, "stream": False})
         assert fine.status_code == 200
@@ -246,3 +247,39 @@ def test_concurrent_prompts_with_one_system_prompt_compute_it_once(gguf_files: d
     assert together == alone
     assert shared == common
     assert computed == sum(map(len, prompts)) - common
+
+
+async def test_a_directory_and_a_gguf_of_one_name_are_two_models_everywhere_alike(
+    settings: Settings, gguf_files: dict[str, Path], tiny_dir: Path
+) -> None:
+    (settings.models / "twin").symlink_to(tiny_dir)
+    (settings.models / "twin.gguf").symlink_to(gguf_files["tiny"])
+    async with running_server(settings) as server, server.client() as http:
+        tags = {m["name"]: m for m in (await http.get("/api/tags")).json()["models"]}
+        assert tags["twin:latest"]["details"]["format"] == "safetensors"
+        assert tags["twin.gguf:latest"]["details"]["format"] == "gguf"
+        for name, kind in (("twin", "safetensors"), ("twin.gguf", "gguf")):
+            shown = (await http.post("/api/show", json={"model": name})).json()
+            assert shown["details"]["format"] == kind
+            reply = await http.post("/api/chat", json={"model": name, "messages": HELLO, "stream": False})
+            assert reply.json()["message"]["content"] == TRAINED_REPLY
+        loaded = {m["name"]: m["details"]["format"] for m in (await http.get("/api/ps")).json()["models"]}
+        assert loaded == {"twin:latest": "safetensors", "twin.gguf:latest": "gguf"}
+
+
+async def test_removing_a_hand_placed_gguf_asks_first_and_never_errors(
+    settings: Settings, gguf_files: dict[str, Path]
+) -> None:
+    from tests.http.test_cli import trillm
+
+    placed = settings.models / "mine.gguf"
+    placed.write_bytes(gguf_files["tiny"].read_bytes())
+    async with running_server(settings) as server:
+        code, _, err = await trillm(server, "rm", "mine")  # no terminal to answer: not deleted
+        assert code == 1 and "--force" in err and placed.exists()
+        code, out, err = await trillm(server, "rm", "--force", "mine")
+        assert (code, out) == (0, "deleted 'mine'\n"), err
+        assert not placed.exists()
+        async with server.client() as http:
+            gone = await http.request("DELETE", "/api/delete", json={"model": "mine"})
+            assert gone.status_code == 404

@@ -29,10 +29,30 @@ from inference.backends.llamacpp.batch import LlamaCppBatch
 from inference.store.gguf_file import GGUFError, GGUFHeader, is_gguf, read_header
 from validation.constraint import GrammarCache, TokenConstraint
 
-INSTALL_HINT = (
-    'the llama.cpp backend is not installed; install it with: pip install "trillm[llamacpp]" '
-    "(it compiles llama.cpp, which takes about ten minutes)"
-)
+
+def install_hint() -> str:
+    """What to run to add llama.cpp, for the way trillm itself was installed."""
+    command = 'pip install "trillm[llamacpp]"'
+    try:
+        import json
+        from importlib.metadata import distributions
+        from urllib.parse import unquote, urlparse
+
+        # The installed record (a checkout's own trillm.egg-info may come first on sys.path).
+        found = (d.read_text("direct_url.json") for d in distributions(name="trillm"))
+        origin = json.loads(next((text for text in found if text), "{}"))
+        if origin.get("dir_info", {}).get("editable"):
+            here = unquote(urlparse(origin.get("url", "")).path)
+            where = "." if Path(here).resolve() == Path.cwd().resolve() else here
+            command = f'pip install -e "{where}[llamacpp]"'
+    except (ValueError, OSError):
+        pass
+    return (
+        f"the llama.cpp backend is not installed; install it with: {command} "
+        "(it compiles llama.cpp, which takes about ten minutes)"
+    )
+
+
 log = logging.getLogger("trillm.llamacpp")
 # Tokens one llama_decode takes: the decoding sequences' tokens and the prompt chunks of a step.
 _BATCH_TOKENS = 512
@@ -151,7 +171,7 @@ class LlamaCppModel:
             from llama_cpp._internals import LlamaContext
             from llama_cpp._utils import suppress_stdout_stderr
         except ImportError as error:
-            raise ModelLoadError(INSTALL_HINT) from error
+            raise ModelLoadError(install_hint()) from error
         self._lib = llama_cpp
         header = read_header(file)
         info = describe_gguf(file, header)
