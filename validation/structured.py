@@ -21,6 +21,7 @@ from llguidance import LLMatcher
 from validation.grammar_schema import grammar_copy
 from validation.grammars import ANSWER_JSON_STYLE
 from validation.request_checks import FieldError
+from validation.verdicts import Verdicts
 
 JSON_OBJECT: dict[str, Any] = {"type": "object"}
 
@@ -93,14 +94,29 @@ def open_path(prefix: str) -> str:
     return path
 
 
-def compile_schema(schema: dict[str, Any]) -> OutputFormat:
-    """Check ``schema`` and compile it; raises :class:`FieldError` naming what is wrong."""
+def _check_format_schema(text: str) -> str | None:
+    """Why the format schema ``text`` is not valid JSON Schema, or ``None``."""
+    schema = json.loads(text)
     validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         validator_class.check_schema(schema)
     except SchemaError as error:
         where = error.json_path if error.path else "the schema"
-        raise FieldError(f"invalid JSON Schema in format at {where}: {error.message}") from error
+        return f"invalid JSON Schema in format at {where}: {error.message}"
+    return None
+
+
+# The meta-schema check is the slow part of a large schema's first use (pure Python).
+_format_schema_problem = Verdicts("format schema", _check_format_schema)
+
+
+def compile_schema(schema: dict[str, Any], text: str | None = None) -> OutputFormat:
+    """Check ``schema`` (whose JSON is ``text``) and compile it; raises :class:`FieldError` naming
+    what is wrong."""
+    validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    problem = _format_schema_problem(text or json.dumps(schema, separators=(",", ":")))
+    if problem is not None:
+        raise FieldError(problem)
     decoded = grammar_copy(schema)
     try:
         grammar = LLMatcher.grammar_from_json_schema(decoded, overrides=ANSWER_JSON_STYLE)  # type: ignore[arg-type]
@@ -126,4 +142,4 @@ def prepare_format(value: str | dict[str, Any]) -> OutputFormat:
 
 @functools.lru_cache(maxsize=256)
 def _prepare_cached(canonical: str) -> OutputFormat:
-    return compile_schema(json.loads(canonical))
+    return compile_schema(json.loads(canonical), canonical)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
@@ -11,6 +10,7 @@ from jsonschema.exceptions import SchemaError
 
 from validation.request_checks import FieldError
 from validation.tool_calls import ToolCall
+from validation.verdicts import Verdicts
 
 # What chat templates are written for (and models trained on): other keys a client sends, such as
 # OpenAI's ``strict``, would change the prompt the model sees.
@@ -24,10 +24,8 @@ def template_tool(tool: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": {k: function[k] for k in TEMPLATE_KEYS if k in function}}
 
 
-@functools.lru_cache(maxsize=1024)
-def _schema_problem(text: str) -> str | None:
-    """Where and why a tool's parameter schema is not valid JSON Schema, or ``None``. Clients send
-    the same tools with every request, and checking one costs milliseconds: remembered by text."""
+def _check_schema(text: str) -> str | None:
+    """Where and why a tool's parameter schema is not valid JSON Schema, or ``None``."""
     schema = json.loads(text)
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
@@ -35,6 +33,10 @@ def _schema_problem(text: str) -> str | None:
     except SchemaError as error:
         return f"{error.json_path}: {error.message}"
     return None
+
+
+# Clients send the same tools with every request, and checking one costs milliseconds.
+_schema_problem = Verdicts("tool schema", _check_schema)
 
 
 class ToolSet:
@@ -47,6 +49,7 @@ class ToolSet:
 
     def __init__(self, tools: list[dict[str, Any]]) -> None:
         self.tools = tools
+        self.text = json.dumps(tools, sort_keys=True)  # what grammars of these tools are remembered by
         self.for_template = [template_tool(tool) for tool in tools]
         self._validators: dict[str, Any] = {}
         for i, tool in enumerate(tools):

@@ -13,16 +13,19 @@ import json
 from typing import Any
 
 import trio
+import trio_parallel
 from llguidance import LLMatcher
 
 from app.protocol.errors import BadRequest
 from inference.backends.base import ModelInfo
 from inference.engine.job import Steering
+from validation import verdicts
 from validation.grammars import tool_grammar
 from validation.request_checks import FieldError, check_format, check_think, check_tools
 from validation.structured import prepare_format
 from validation.tool_calls import detect_format
 from validation.toolset import ToolSet
+from validation.verdicts import Verdicts
 
 
 def tool_format(info: ModelInfo) -> str | None:
@@ -52,14 +55,40 @@ async def read_steering(
 ) -> Steering:
     """The request's steering; 400 for bad values or what the model cannot do.
 
-    Checking a schema and compiling its grammar can take tens of milliseconds (a 50-property
-    schema, a request with 200 tools): when there is a ``format`` or ``tools``, the work runs on a
-    worker thread so that the event loop keeps every other stream flowing.
+    Checking a schema and compiling its grammar can take tens to hundreds of milliseconds the
+    first time (a 50-property schema, a request with 200 tools). Those checks are pure Python: on
+    a thread of this process they would hold the interpreter lock that the decoding thread needs,
+    so a format or tools not seen before are first checked in a worker process
+    (``trio-parallel``), whose verdicts this process remembers (``validation/verdicts.py``). The
+    rest runs on a worker thread, so that the event loop keeps every other stream flowing.
     """
     work = functools.partial(steering_of, body, model, info, allow_tools=allow_tools)
     if body.get("format") is None and not (allow_tools and body.get("tools")):
         return work()
+    seen = _seen_key(body, info, allow_tools)
+    if seen not in _SEEN:
+        verdicts.remember(
+            await trio_parallel.run_sync(_verdicts_of, body, model, info, allow_tools, kill_on_cancel=True)
+        )
+        _SEEN[seen] = None
+        while len(_SEEN) > 1024:
+            _SEEN.pop(next(iter(_SEEN)))
     return await trio.to_thread.run_sync(work)
+
+
+_SEEN: dict[str, None] = {}  # the formats and tools whose verdicts this process holds
+
+
+def _seen_key(body: dict[str, Any], info: ModelInfo, allow_tools: bool) -> str:
+    tools = body.get("tools") if allow_tools else None
+    return json.dumps([body.get("format"), tools, info.chat_template], sort_keys=True, default=str)
+
+
+def _verdicts_of(
+    body: dict[str, Any], model: str, info: ModelInfo, allow_tools: bool
+) -> list[verdicts.Entry]:
+    """In a worker process: every verdict the request's steering consults."""
+    return verdicts.recording(lambda: steering_of(body, model, info, allow_tools=allow_tools))
 
 
 def steering_of(
@@ -113,11 +142,13 @@ def steering_of(
     )
 
 
-@functools.lru_cache(maxsize=256)
-def _grammar_problem(fmt: str, tools_text: str) -> str:
-    """Why the call grammar of these tools cannot be compiled ("" when it can), remembered."""
+def _check_grammar(fmt: str, tools_text: str) -> str:
+    """Why the call grammar of these tools cannot be compiled ("" when it can)."""
     grammar = tool_grammar(fmt, json.loads(tools_text), thinking=False, inside=False, required=True)
     return LLMatcher.validate_grammar(grammar) if grammar else ""
+
+
+_grammar_problem = Verdicts("tool grammar", _check_grammar, size=256)
 
 
 def _apply_choice(tools: list[dict[str, Any]], choice: object) -> tuple[list[dict[str, Any]], bool]:
@@ -147,6 +178,6 @@ def _apply_choice(tools: list[dict[str, Any]], choice: object) -> tuple[list[dic
 
 
 def _check_enforceable(fmt: str, toolset: ToolSet) -> None:
-    problem = _grammar_problem(fmt, json.dumps(toolset.tools, sort_keys=True))
+    problem = _grammar_problem(fmt, toolset.text)
     if problem:
         raise BadRequest(f"tools cannot be enforced: {problem.strip()}")

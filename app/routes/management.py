@@ -204,7 +204,8 @@ def check_template(template: str) -> None:
         # The extensions transformers renders chat templates with ({% break %}, {% do %}).
         jinja2.Environment(extensions=["jinja2.ext.loopcontrols", "jinja2.ext.do"]).parse(template)
     except jinja2.TemplateSyntaxError as error:
-        if "'generation'" in error.message or "'endgeneration'" in error.message:
+        message = error.message or ""
+        if "'generation'" in message or "'endgeneration'" in message:
             return  # transformers' own tag for marking the assistant's part
         raise BadRequest(
             f"TEMPLATE is not a valid Jinja template: {error.message} (line {error.lineno})"

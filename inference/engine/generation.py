@@ -119,16 +119,28 @@ def _grammar(steering: Steering, model: LoadedModel, inside: bool) -> str | None
     if steering.output_format is not None:
         return answer_grammar(steering.output_format.decoded, thinking=True, inside=inside, tokens=tokens)
     if steering.tools is not None and steering.tool_format is not None:
-        return tool_grammar(
-            steering.tool_format,
-            steering.tools.tools,
-            thinking=thinking,
-            inside=inside,
-            tokens=tokens,
-            required=steering.tool_required,
-            parallel=steering.tool_parallel,
-        )
+        marked = tuple(sorted(tokens.items()))
+        key: tuple[object, ...] = (steering.tool_format, steering.tools.text, thinking, inside, marked)
+        key += (steering.tool_required, steering.tool_parallel)
+        if key not in _TOOL_GRAMMARS:
+            _TOOL_GRAMMARS[key] = tool_grammar(
+                steering.tool_format,
+                steering.tools.tools,
+                thinking=thinking,
+                inside=inside,
+                tokens=tokens,
+                required=steering.tool_required,
+                parallel=steering.tool_parallel,
+            )
+            while len(_TOOL_GRAMMARS) > 64:
+                _TOOL_GRAMMARS.pop(next(iter(_TOOL_GRAMMARS)))
+        return _TOOL_GRAMMARS[key]
     return None
+
+
+# Tool grammars by what they are built from: clients send the same tools with every turn, and
+# building the grammar of many tools on the decoding thread holds every stream up.
+_TOOL_GRAMMARS: dict[tuple[object, ...], str | None] = {}
 
 
 class Generation:

@@ -4,9 +4,11 @@ A request with 200 tools, or a large schema, takes tens to hundreds of milliseco
 compile. All streams share one Trio thread; were that work done on it, every other stream would
 stall for as long. Here a stream's token gaps are measured while such requests arrive.
 
-Measured on 2 cores: with the work on the loop, the worst gap grows by about 110 ms over the
-stream's normal pace; on a worker thread by 17-25 ms (the checks are pure Python and share the
-GIL with the loop); a repeated tool set costs nothing, its checks are remembered.
+Measured on 2 cores (the decoding thread stalls too, not only the loop): with the checks on a
+worker thread of the server's process, the worst gap grew by 80-170 ms over the stream's normal
+pace, since pure-Python checks hold the interpreter lock the decoding thread needs; with new
+schemas and tools checked in a worker process (their verdicts remembered here) and tool grammars
+remembered by their tools, by 10-15 ms. A repeated tool set costs nothing.
 """
 
 from __future__ import annotations
@@ -91,4 +93,4 @@ async def test_a_heavy_request_does_not_stall_another_stream(server: Server) -> 
     assert len(normal) >= 5 and len(during) >= 5, (len(normal), len(during))
     p90 = normal[int(len(normal) * 0.9)]
     print(f"stream gaps: normal p90 {p90 * 1e3:.1f} ms; during heavy requests max {during[-1] * 1e3:.1f} ms")
-    assert during[-1] < p90 + 0.060, (p90, during[-5:])
+    assert during[-1] < p90 + 0.040, (p90, during[-5:])  # measured: 10-15 ms over p90
