@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from typing import Any
 
 import trio
@@ -26,6 +27,8 @@ from validation.structured import prepare_format
 from validation.tool_calls import detect_format
 from validation.toolset import ToolSet
 from validation.verdicts import Verdicts
+
+log = logging.getLogger("trillm.steering")
 
 
 def tool_format(info: ModelInfo) -> str | None:
@@ -67,15 +70,22 @@ async def read_steering(
         return work()
     seen = _seen_key(body, info, allow_tools)
     if seen not in _SEEN:
-        verdicts.remember(
-            await trio_parallel.run_sync(_verdicts_of, body, model, info, allow_tools, kill_on_cancel=True)
-        )
+        try:
+            wanted = {k: body[k] for k in STEERING_FIELDS if k in body}  # not the messages
+            found = await trio_parallel.run_sync(
+                _verdicts_of, wanted, model, info, allow_tools, kill_on_cancel=True
+            )
+        except trio_parallel.BrokenWorkerError as error:  # then the thread below does all the work
+            log.warning("checking format/tools in a worker process failed (%s); checking here", error)
+        else:
+            verdicts.remember(found)
         _SEEN[seen] = None
         while len(_SEEN) > 1024:
             _SEEN.pop(next(iter(_SEEN)))
     return await trio.to_thread.run_sync(work)
 
 
+STEERING_FIELDS = ("format", "think", "tools", "tool_choice", "parallel_tool_calls")
 _SEEN: dict[str, None] = {}  # the formats and tools whose verdicts this process holds
 
 
