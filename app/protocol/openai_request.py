@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic import ValidationError
+
 from app.protocol.errors import BadRequest
+from app.protocol.requests import ChatRequest, describe
 
 OPENAI_ROLES = {
     "system": "system",
@@ -147,6 +150,32 @@ def response_format(body: dict[str, Any]) -> object:
             raise bad("response_format.json_schema.schema must be a JSON Schema object", "response_format")
         return schema
     raise bad('response_format.type must be "text", "json_object" or "json_schema"', "response_format")
+
+
+def native_chat(body: dict[str, Any]) -> ChatRequest:
+    """A checked ``/v1/chat/completions`` body as the native ``/api/chat`` request it asks for.
+
+    The result is a :class:`ChatRequest`, so the translation is held to the same model as a native
+    body; the route runs it as ``/api/chat`` runs its own. Never truncated: OpenAI answers an
+    over-long prompt with a 400."""
+    native = {
+        "model": body.get("model"),
+        "messages": native_messages(body),
+        "options": native_options(body),
+        "format": response_format(body),
+        "think": think(body),
+        "tools": body.get("tools"),
+        "tool_choice": body.get("tool_choice"),
+        "parallel_tool_calls": body.get("parallel_tool_calls"),
+        "logprobs": body.get("logprobs"),
+        "top_logprobs": body.get("top_logprobs"),
+        "truncate": False,
+    }
+    try:
+        return ChatRequest.model_validate({k: v for k, v in native.items() if v is not None})
+    except ValidationError as error:
+        message, param = describe(ChatRequest, error.errors()[0], "openai")
+        raise bad(message, param or "messages") from None
 
 
 def think(body: dict[str, Any]) -> object:

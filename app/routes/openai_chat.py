@@ -1,7 +1,7 @@
 """``POST /v1/chat/completions``: OpenAI's protocol on the same engine.
 
-The body is translated to a native request (``app/openai_request.py``), run exactly like
-``/api/chat``, and encoded by a codec that speaks OpenAI: ``chat.completion`` objects, or SSE chunks
+The body is translated into the native request model (``ChatRequest``, by
+``app/protocol/openai_request.py``), run exactly like ``/api/chat``, and encoded by a codec that speaks OpenAI: ``chat.completion`` objects, or SSE chunks
 with the role first, deltas, a finish chunk, an optional usage chunk and ``[DONE]``. Tool calls
 carry their arguments as a JSON string here; reasoning is ``reasoning_content`` (and ``reasoning``).
 """
@@ -153,17 +153,8 @@ def register(app: Quart, services: Services) -> None:
     async def chat_completions() -> Response:
         body = await fields.read_request(ChatCompletionRequest, "openai")
         model = await services.find_model(body.get("model"))
-        messages = openai_request.native_messages(body)
-        native = {
-            "options": openai_request.native_options(body),
-            "format": openai_request.response_format(body),
-            "think": openai_request.think(body),
-            "tools": body.get("tools"),
-            "tool_choice": body.get("tool_choice"),
-            "parallel_tool_calls": body.get("parallel_tool_calls"),
-            "logprobs": body.get("logprobs"),
-            "top_logprobs": body.get("top_logprobs"),
-        }
+        native = openai_request.native_chat(body).model_dump(by_alias=True, exclude_none=True)
+        messages = fields.messages(native)
         steering = await read_steering(native, model.name, model.info)
         request = services.generation_request(native, model, messages, has_input=True, steering=steering)
         stream, include_usage = stream_options(body)
