@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -108,7 +109,14 @@ async def test_a_go_template_is_refused_at_create(server: Server, tmp_path: Path
 
 def session(url: str, env: dict[str, str], model: str) -> pexpect.spawn:
     return pexpect.spawn(
-        sys.executable, ["-m", "app.cli", "run", model], env=env, encoding="utf-8", timeout=20, cwd=str(ROOT)
+        sys.executable,
+        ["-m", "app.cli", "run", model],
+        env=env,
+        encoding="utf-8",
+        timeout=20,
+        cwd=str(ROOT),
+        # Ctrl+C as in a terminal, even under a shell that started this test with SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -178,3 +186,39 @@ async def test_examples_find_the_server_from_the_environment(server: Server) -> 
     )
     err = gone.stderr.decode()
     assert gone.returncode == 1 and err.count("\n") == 1 and "no server answers at http://127.0.0.1:9" in err
+
+
+async def test_version_bare_help_and_the_environment_in_serve_help() -> None:
+    async def cli(*args: str) -> tuple[int, str]:
+        done = await trio.run_process(
+            [sys.executable, "-m", "app.cli", *args], capture_stdout=True, capture_stderr=True, check=False
+        )
+        return done.returncode, done.stdout.decode()
+
+    from app import __version__
+
+    for flag in ("--version", "-v"):
+        assert await cli(flag) == (0, f"trillm version is {__version__}\n")
+    code, out = await cli()
+    assert code == 0 and "serve" in out and "run" in out and "pull" in out
+    code, out = await cli("serve", "--help")
+    assert code == 0 and "TRILLM_CONTEXT_LENGTH" in out and "32768" in out and "OLLAMA_HOST" in out
+
+
+def interrupt_once(url: str, env: dict[str, str]) -> str:
+    child = session(url, env, "slow")
+    child.expect_exact(">>> ")
+    child.sendline("go on")
+    child.expect_exact("tick tick")
+    child.sendintr()
+    child.expect_exact("(stopped)")
+    seen = str(child.before)
+    child.expect_exact(">>> ")
+    child.sendline("/bye")
+    child.expect(pexpect.EOF)
+    return seen
+
+
+async def test_ctrl_c_during_an_answer_is_echoed_once(server: Server) -> None:
+    seen = await trio.to_thread.run_sync(interrupt_once, server.url, cli_env(server))
+    assert seen.count("^C") <= 1, seen  # the terminal's own echo; trillm adds none
