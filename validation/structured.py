@@ -39,6 +39,9 @@ class OutputFormat:
     decoded: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
     """The schema's grammar copy (:func:`grammar_copy`): what decoding enforces."""
     _validator: Any = field(compare=False, repr=False, default=None)
+    approximated: tuple[str, ...] = ()
+    """What decoding does not enforce (llguidance's words: ``Unimplemented keys: ["uniqueItems"]``,
+    ``Unknown format: uri-reference``); the reply is still validated against all of it."""
 
     def validate(self, text: str) -> None:
         """Raise :class:`OutputMismatch` unless ``text`` is JSON that satisfies the schema."""
@@ -106,6 +109,9 @@ def _check_format_schema(text: str) -> str | None:
     return None
 
 
+# Keywords llguidance does not implement are skipped (and reported) rather than refused.
+LENIENT = {"lenient": True}
+
 # The meta-schema check is the slow part of a large schema's first use (pure Python).
 _format_schema_problem = Verdicts("format schema", _check_format_schema)
 
@@ -123,10 +129,27 @@ def compile_schema(schema: dict[str, Any], text: str | None = None) -> OutputFor
     except ValueError as error:
         raise FieldError(f"invalid JSON Schema in format: {error}") from error
     problem = LLMatcher.validate_grammar(grammar)
+    approximated: tuple[str, ...] = ()
     if problem:
-        raise FieldError(f"format cannot be enforced: {problem.strip()}")
+        grammar, approximated = _approximate(decoded, problem)
     validator = validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
-    return OutputFormat(schema=schema, grammar=grammar, decoded=decoded, _validator=validator)
+    return OutputFormat(
+        schema=schema, grammar=grammar, decoded=decoded, _validator=validator, approximated=approximated
+    )
+
+
+def _approximate(decoded: dict[str, Any], problem: str) -> tuple[str, tuple[str, ...]]:
+    """A grammar that enforces what it can of a schema the strict compile refused (keywords it
+    does not implement, formats it does not know), and what it leaves to the validator; a
+    :class:`FieldError` with the strict problem when even that cannot be built."""
+    try:
+        lenient = LLMatcher.grammar_from_json_schema(decoded, overrides=ANSWER_JSON_STYLE | LENIENT)  # type: ignore[arg-type]
+        failed, messages = LLMatcher.validate_grammar_with_warnings(lenient)
+    except ValueError:
+        failed, messages = True, []
+    if failed or not messages:
+        raise FieldError(f"format cannot be enforced: {problem.strip()}")
+    return lenient, tuple(dict.fromkeys(m.strip() for m in messages))
 
 
 def prepare_format(value: str | dict[str, Any]) -> OutputFormat:

@@ -72,9 +72,15 @@ async def read_steering(
     if seen not in _SEEN:
         try:
             wanted = {k: body[k] for k in STEERING_FIELDS if k in body}  # not the messages
-            found = await trio_parallel.run_sync(
-                _verdicts_of, wanted, model, info, allow_tools, kill_on_cancel=True
-            )
+            with trio.move_on_after(CHECK_SECONDS) as capped:
+                found = await trio_parallel.run_sync(
+                    _verdicts_of, wanted, model, info, allow_tools, kill_on_cancel=True
+                )
+            if capped.cancelled_caught:  # the worker was killed; nothing of it is kept
+                raise BadRequest(
+                    f"format or tools take longer than {CHECK_SECONDS:g} s to check and compile; "
+                    "simplify the schema (fewer definitions, less nesting) or send fewer tools"
+                )
         except trio_parallel.BrokenWorkerError as error:  # then the thread below does all the work
             log.warning("checking format/tools in a worker process failed (%s); checking here", error)
         else:
@@ -85,6 +91,7 @@ async def read_steering(
     return await trio.to_thread.run_sync(work)
 
 
+CHECK_SECONDS = 10.0  # the most a new format or tool set may take to check and compile
 STEERING_FIELDS = ("format", "think", "tools", "tool_choice", "parallel_tool_calls")
 _SEEN: dict[str, None] = {}  # the formats and tools whose verdicts this process holds
 

@@ -10,17 +10,20 @@ reason, including the client going away (Quart-Trio cancels both), so generation
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 import trio
-from quart import Response
+from quart import Response, g
 
 from app.protocol.errors import ApiError, ServiceUnavailable, failure_error
 from app.protocol.ndjson import NDJSON, json_response, line
 from inference.engine.job import Event, Failed, Finished, GenerationRequest, Job, Partial, TextChunk
 from inference.engine.scheduler import Engine, EngineBusy
+
+log = logging.getLogger("trillm.http")
 
 
 class Codec(Protocol):
@@ -102,6 +105,7 @@ def submit(engine: Engine, request: GenerationRequest) -> Job:
 
 async def respond(engine: Engine, request: GenerationRequest, *, stream: bool, codec: Codec) -> Response:
     """Run ``request`` and answer with a stream (``stream``) or a single JSON object."""
+    note_enforcement(request)
     job = submit(engine, request)
     try:
         first = await _receive(job)
@@ -113,6 +117,28 @@ async def respond(engine: Engine, request: GenerationRequest, *, stream: bool, c
         job.close()
         raise
     return _streaming(_stream(job, first, codec), [job], codec.media_type)
+
+
+ENFORCEMENT_HEADER = "X-Trillm-Enforcement"
+
+
+def note_enforcement(request: GenerationRequest) -> None:
+    """Say (a response header, and the log) when a format is enforced only in part while decoding:
+    what the grammar skipped is still checked by the validator, so the reply is valid or an error."""
+    fmt = request.steering.output_format
+    if fmt is None or not fmt.approximated:
+        return
+    skipped = "; ".join(fmt.approximated)
+    g.enforcement = f"approximate; validated in full; not enforced while decoding: {skipped}"
+    log.info("format for %s enforced in part while decoding (validated in full): %s", request.model, skipped)
+
+
+def enforcement_header(response: Response) -> Response:
+    """The ``after_request`` hook that adds :data:`ENFORCEMENT_HEADER`."""
+    note = getattr(g, "enforcement", None)
+    if note is not None:
+        response.headers[ENFORCEMENT_HEADER] = note.encode("ascii", "replace").decode()
+    return response
 
 
 def _streaming(body: AsyncIterator[bytes], jobs: list[Job], media_type: str) -> Response:
