@@ -358,7 +358,9 @@ async def test_queue_beyond_the_batch_is_fifo(batched: Settings) -> None:
     first_two = [r.queue_seconds for r in reports if r.generated_tokens == 30]
     last_two = [r.queue_seconds for r in reports if r.generated_tokens == 5]
     assert min(last_two) > max(first_two) + 0.3, "the later requests waited for a place in the batch"
-    assert set(order[:2]) == {0, 1}, "the first two were served first"
+    # Both later requests waited for a place (above); which of the first two ends first, or whether
+    # a short later one overtakes a long first one, is timing, not order of service.
+    assert sorted(order) == [0, 1, 2, 3]
 
 
 @pytest.mark.both_backends
