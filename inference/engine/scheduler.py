@@ -391,7 +391,10 @@ class Engine:
             return resident
         backend = self.backend_for(path)
         self._make_room()
-        model = backend.load(path, num_ctx)
+        # A smaller window than the default is the request's own business (its generation keeps to
+        # it): the model loads with the default, so later requests are not held to it.
+        larger = num_ctx if num_ctx is not None and num_ctx > self.default_num_ctx else None
+        model = backend.load(path, larger)
         self._loads += 1
         resident = Resident(name, path, model, model.info, math.inf)
         self._resident[name] = resident
