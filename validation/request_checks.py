@@ -7,13 +7,47 @@ message a person can act on (Ollama's wording where Ollama has one).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
+
+import jsonschema
+from jsonschema.exceptions import SchemaError
+
+from validation.verdicts import Verdicts
 
 THINK_LEVELS = ("high", "medium", "low", "max")
 
 
 class FieldError(ValueError):
     """A request field has the wrong shape."""
+
+
+class SchemaProblem(NamedTuple):
+    """Where and why a schema is not valid JSON Schema (against the draft it declares)."""
+
+    json_path: str
+    at_root: bool
+    message: str
+
+
+def _check_schema(text: str) -> str | None:
+    schema = json.loads(text)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as error:
+        return json.dumps([error.json_path, not error.path, error.message])
+    return None
+
+
+# The meta-schema check is pure Python and the slow part of a schema's first use (a large format,
+# 200 tools); clients resend the same schemas, so its verdicts are remembered by text.
+_schema_verdicts = Verdicts("json schema", _check_schema)
+
+
+def schema_problem(text: str) -> SchemaProblem | None:
+    """Why the JSON Schema ``text`` is invalid, or ``None`` (remembered by text)."""
+    verdict = _schema_verdicts(text)
+    return None if verdict is None else SchemaProblem(*json.loads(verdict))
 
 
 def check_format(value: Any) -> str | dict[str, Any] | None:

@@ -15,13 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
-from jsonschema.exceptions import SchemaError
 from llguidance import LLMatcher
 
 from validation.grammar_schema import grammar_copy
 from validation.grammars import ANSWER_JSON_STYLE
-from validation.request_checks import FieldError
-from validation.verdicts import Verdicts
+from validation.request_checks import FieldError, schema_problem
 
 JSON_OBJECT: dict[str, Any] = {"type": "object"}
 
@@ -97,32 +95,18 @@ def open_path(prefix: str) -> str:
     return path
 
 
-def _check_format_schema(text: str) -> str | None:
-    """Why the format schema ``text`` is not valid JSON Schema, or ``None``."""
-    schema = json.loads(text)
-    validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    try:
-        validator_class.check_schema(schema)
-    except SchemaError as error:
-        where = error.json_path if error.path else "the schema"
-        return f"invalid JSON Schema in format at {where}: {error.message}"
-    return None
-
-
 # Keywords llguidance does not implement are skipped (and reported) rather than refused.
 LENIENT = {"lenient": True}
-
-# The meta-schema check is the slow part of a large schema's first use (pure Python).
-_format_schema_problem = Verdicts("format schema", _check_format_schema)
 
 
 def compile_schema(schema: dict[str, Any], text: str | None = None) -> OutputFormat:
     """Check ``schema`` (whose JSON is ``text``) and compile it; raises :class:`FieldError` naming
     what is wrong."""
     validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    problem = _format_schema_problem(text or json.dumps(schema, separators=(",", ":")))
-    if problem is not None:
-        raise FieldError(problem)
+    invalid = schema_problem(text or json.dumps(schema, separators=(",", ":")))
+    if invalid is not None:
+        where = "the schema" if invalid.at_root else invalid.json_path
+        raise FieldError(f"invalid JSON Schema in format at {where}: {invalid.message}")
     decoded = grammar_copy(schema)
     try:
         grammar = LLMatcher.grammar_from_json_schema(decoded, overrides=ANSWER_JSON_STYLE)  # type: ignore[arg-type]

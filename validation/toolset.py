@@ -6,11 +6,9 @@ import json
 from typing import Any
 
 import jsonschema
-from jsonschema.exceptions import SchemaError
 
-from validation.request_checks import FieldError
+from validation.request_checks import FieldError, schema_problem
 from validation.tool_calls import ToolCall
-from validation.verdicts import Verdicts
 
 # What chat templates are written for (and models trained on): other keys a client sends, such as
 # OpenAI's ``strict``, would change the prompt the model sees.
@@ -22,21 +20,6 @@ def template_tool(tool: dict[str, Any]) -> dict[str, Any]:
     description and parameters, nothing else."""
     function = tool["function"]
     return {"type": "function", "function": {k: function[k] for k in TEMPLATE_KEYS if k in function}}
-
-
-def _check_schema(text: str) -> str | None:
-    """Where and why a tool's parameter schema is not valid JSON Schema, or ``None``."""
-    schema = json.loads(text)
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    try:
-        cls.check_schema(schema)
-    except SchemaError as error:
-        return f"{error.json_path}: {error.message}"
-    return None
-
-
-# Clients send the same tools with every request, and checking one costs milliseconds.
-_schema_problem = Verdicts("tool schema", _check_schema)
 
 
 class ToolSet:
@@ -56,9 +39,12 @@ class ToolSet:
             function = tool["function"]
             schema = function.get("parameters") or {"type": "object"}
             cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-            problem = _schema_problem(json.dumps(schema, sort_keys=True))
+            problem = schema_problem(json.dumps(schema, sort_keys=True))
             if problem is not None:
-                raise FieldError(f"tools[{i}].function.parameters is not a valid JSON Schema at {problem}")
+                raise FieldError(
+                    f"tools[{i}].function.parameters is not a valid JSON Schema at "
+                    f"{problem.json_path}: {problem.message}"
+                )
             self._validators[function["name"]] = cls(schema)
 
     @property

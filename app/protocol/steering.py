@@ -20,13 +20,12 @@ from llguidance import LLMatcher
 from app.protocol.errors import BadRequest
 from inference.backends.base import ModelInfo
 from inference.engine.job import Steering
-from validation import verdicts
 from validation.grammars import tool_grammar
 from validation.request_checks import FieldError, check_format, check_think, check_tools
 from validation.structured import prepare_format
 from validation.tool_calls import detect_format
 from validation.toolset import ToolSet
-from validation.verdicts import Verdicts
+from validation.verdicts import Entry, Verdicts, recording, remember
 
 log = logging.getLogger("trillm.steering")
 
@@ -84,7 +83,7 @@ async def read_steering(
         except trio_parallel.BrokenWorkerError as error:  # then the thread below does all the work
             log.warning("checking format/tools in a worker process failed (%s); checking here", error)
         else:
-            verdicts.remember(found)
+            remember(found)
         _SEEN[seen] = None
         while len(_SEEN) > 1024:
             _SEEN.pop(next(iter(_SEEN)))
@@ -101,11 +100,9 @@ def _seen_key(body: dict[str, Any], info: ModelInfo, allow_tools: bool) -> str:
     return json.dumps([body.get("format"), tools, info.chat_template], sort_keys=True, default=str)
 
 
-def _verdicts_of(
-    body: dict[str, Any], model: str, info: ModelInfo, allow_tools: bool
-) -> list[verdicts.Entry]:
+def _verdicts_of(body: dict[str, Any], model: str, info: ModelInfo, allow_tools: bool) -> list[Entry]:
     """In a worker process: every verdict the request's steering consults."""
-    return verdicts.recording(lambda: steering_of(body, model, info, allow_tools=allow_tools))
+    return recording(lambda: steering_of(body, model, info, allow_tools=allow_tools))
 
 
 def steering_of(
