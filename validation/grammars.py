@@ -30,6 +30,9 @@ ANSWER_JSON_STYLE = {
     "key_separator": ":",
     "coerce_one_of": True,
 }
+# Keywords llguidance does not implement (``uniqueItems``, ``dependencies``, unknown formats) are
+# skipped, and reported as warnings, rather than refused; the validator still checks them.
+LENIENT = {"lenient": True}
 
 
 def _embed(schema: dict[str, Any], style: dict[str, Any]) -> str:
@@ -102,6 +105,7 @@ def tool_grammar(
     tokens: Mapping[str, int] | None = None,
     required: bool = False,
     parallel: bool = True,
+    lenient: bool = False,
 ) -> str | None:
     """Free text with tool calls whose JSON is bound to the declared tools, for formats that
     frame calls with a marker (and Llama 3's bare JSON when a call is required); ``None`` where
@@ -110,23 +114,27 @@ def tool_grammar(
 
     ``required``: the reply is calls only, from its first token (after a reasoning block on
     thinking models), one per line, and ends after a call; with ``parallel=False`` exactly one.
+    ``lenient``: what the grammar cannot enforce of the tools' schemas is skipped (:data:`LENIENT`).
     """
     tokens = tokens or {}
+    style = TOOL_JSON_STYLE | LENIENT if lenient else TOOL_JSON_STYLE
     if fmt == "hermes":
-        body = _embed(call_schema(tools), TOOL_JSON_STYLE)
+        body = _embed(call_schema(tools), style)
         frame = f"/\\n?/ {body} /\\n?/ {_literal('</tool_call>', tokens)}"
         open_call = f"open_call: {_literal('<tool_call>', tokens)} {frame}\n"
         call = f"call: call_head {frame}\n" + _marker("<tool_call>", tokens, "call_head")
     elif fmt == "mistral":
-        array: dict[str, Any] = {"type": "array", "items": call_schema(tools), "minItems": 1}
+        call_object = call_schema(tools)  # its $defs go to the array's root, where $refs point
+        array: dict[str, Any] = {"$defs": call_object.pop("$defs"), "type": "array"}
+        array |= {"items": call_object, "minItems": 1}
         if required and not parallel:
             array["maxItems"] = 1
-        body = _embed(array, TOOL_JSON_STYLE)
+        body = _embed(array, style)
         open_call = f"open_call: {_literal('[TOOL_CALLS]', tokens)} {body}\n"
         call = f"call: call_head {body}\n" + _marker("[TOOL_CALLS]", tokens, "call_head")
         parallel = False  # one array holds every call
     elif fmt == "llama3" and required:  # the call is a bare JSON object that opens the reply
-        open_call = f"open_call: {_embed(call_schema(tools, 'parameters'), TOOL_JSON_STYLE)}\n"
+        open_call = f"open_call: {_embed(call_schema(tools, 'parameters'), style)}\n"
         parallel = False
     else:
         return None

@@ -18,7 +18,7 @@ import jsonschema
 from llguidance import LLMatcher
 
 from validation.grammar_schema import grammar_copy
-from validation.grammars import ANSWER_JSON_STYLE
+from validation.grammars import ANSWER_JSON_STYLE, LENIENT
 from validation.request_checks import FieldError, schema_problem
 
 JSON_OBJECT: dict[str, Any] = {"type": "object"}
@@ -93,10 +93,6 @@ def open_path(prefix: str) -> str:
         elif part:
             path += f".{part if len(part) <= 40 else part[:40] + '…'}"
     return path
-
-
-# Keywords llguidance does not implement are skipped (and reported) rather than refused.
-LENIENT = {"lenient": True}
 
 
 def compile_schema(schema: dict[str, Any], text: str | None = None) -> OutputFormat:

@@ -139,27 +139,39 @@ def steering_of(
     if think is not None and think is not False and not thinking:
         raise BadRequest(f'"{short}" does not support thinking')
     calls = tool_format(info)
+    tool_approximated: tuple[str, ...] = ()
     if toolset is not None:
         if calls is None:
             raise BadRequest(f'"{short}" does not support tools')
         if output_format is not None:
             raise BadRequest("format and tools cannot be combined in one request; send one or the other")
-        _check_enforceable(calls, toolset)
+        tool_approximated = tool_enforcement(calls, toolset)
     return Steering(
         output_format=output_format,
         tools=toolset,
         tool_format=calls,
         tool_required=required,
         tool_parallel=parallel_tool_calls,
+        tool_approximated=tool_approximated,
         split_thinking=thinking,
         think=(think is not False) if thinking else None,
     )
 
 
-def _check_grammar(fmt: str, tools_text: str) -> str:
-    """Why the call grammar of these tools cannot be compiled ("" when it can)."""
-    grammar = tool_grammar(fmt, json.loads(tools_text), thinking=False, inside=False, required=True)
-    return LLMatcher.validate_grammar(grammar) if grammar else ""
+def _check_grammar(fmt: str, tools_text: str, lenient: str) -> str:
+    """Why the call grammar of these tools cannot be compiled ("" when it can); ``lenient``
+    ("1"): the grammar that skips what it cannot enforce, answering with what it skips, one per
+    line, after ``"ok\n"``."""
+    tools = json.loads(tools_text)
+    grammar = tool_grammar(fmt, tools, thinking=False, inside=False, required=True, lenient=bool(lenient))
+    if not grammar:
+        return ""
+    if not lenient:
+        return LLMatcher.validate_grammar(grammar)
+    failed, messages = LLMatcher.validate_grammar_with_warnings(grammar)
+    if failed or not messages:
+        return ""
+    return "ok\n" + "\n".join(dict.fromkeys(m.strip() for m in messages))
 
 
 _grammar_problem = Verdicts("tool grammar", _check_grammar, size=256)
@@ -191,7 +203,13 @@ def _apply_choice(tools: list[dict[str, Any]], choice: object) -> tuple[list[dic
     )
 
 
-def _check_enforceable(fmt: str, toolset: ToolSet) -> None:
-    problem = _grammar_problem(fmt, toolset.text)
-    if problem:
+def tool_enforcement(fmt: str, toolset: ToolSet) -> tuple[str, ...]:
+    """What the call grammar leaves to the validator (nothing when it enforces every schema
+    whole); a 400 when not even a lenient grammar can be built."""
+    problem = _grammar_problem(fmt, toolset.text, "")
+    if not problem:
+        return ()
+    lenient = _grammar_problem(fmt, toolset.text, "1") or ""
+    if not lenient.startswith("ok\n"):
         raise BadRequest(f"tools cannot be enforced: {problem.strip()}")
+    return tuple(lenient.splitlines()[1:])

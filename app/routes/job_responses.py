@@ -123,14 +123,18 @@ ENFORCEMENT_HEADER = "X-Trillm-Enforcement"
 
 
 def note_enforcement(request: GenerationRequest) -> None:
-    """Say (a response header, and the log) when a format is enforced only in part while decoding:
-    what the grammar skipped is still checked by the validator, so the reply is valid or an error."""
-    fmt = request.steering.output_format
-    if fmt is None or not fmt.approximated:
+    """Say (a response header, and the log) when a format or the tools' schemas are enforced only
+    in part while decoding: what the grammar skipped is still checked by the validator, so the
+    reply is valid or an error."""
+    steering = request.steering
+    if not steering.approximated:
         return
-    skipped = "; ".join(fmt.approximated)
+    skipped = "; ".join(steering.approximated)
+    what = "format" if steering.output_format is not None else "tool calls"
     g.enforcement = f"approximate; validated in full; not enforced while decoding: {skipped}"
-    log.info("format for %s enforced in part while decoding (validated in full): %s", request.model, skipped)
+    log.info(
+        "%s for %s enforced in part while decoding (validated in full): %s", what, request.model, skipped
+    )
 
 
 def enforcement_header(response: Response) -> Response:
@@ -162,6 +166,8 @@ async def respond_all(
     Streamed: one response sending each job's events in turn (the later jobs' events wait in
     their channels meanwhile); its status comes from the first job's first event."""
     jobs: list[Job] = []
+    for request in requests[:1]:  # they share their steering
+        note_enforcement(request)
     try:
         for request in requests:
             jobs.append(submit(engine, request))

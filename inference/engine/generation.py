@@ -121,7 +121,7 @@ def _grammar(steering: Steering, model: LoadedModel, inside: bool) -> str | None
     if steering.tools is not None and steering.tool_format is not None:
         marked = tuple(sorted(tokens.items()))
         key: tuple[object, ...] = (steering.tool_format, steering.tools.text, thinking, inside, marked)
-        key += (steering.tool_required, steering.tool_parallel)
+        key += (steering.tool_required, steering.tool_parallel, bool(steering.tool_approximated))
         if key not in _TOOL_GRAMMARS:
             _TOOL_GRAMMARS[key] = tool_grammar(
                 steering.tool_format,
@@ -131,6 +131,7 @@ def _grammar(steering: Steering, model: LoadedModel, inside: bool) -> str | None
                 tokens=tokens,
                 required=steering.tool_required,
                 parallel=steering.tool_parallel,
+                lenient=bool(steering.tool_approximated),
             )
             while len(_TOOL_GRAMMARS) > 64:
                 _TOOL_GRAMMARS.pop(next(iter(_TOOL_GRAMMARS)))

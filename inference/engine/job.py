@@ -43,8 +43,17 @@ class Steering:
     tool_format: str | None = None
     tool_required: bool = False  # the reply is tool calls only (tool_choice required or named)
     tool_parallel: bool = True  # more than one call allowed (OpenAI's parallel_tool_calls)
+    tool_approximated: tuple[str, ...] = ()
+    """What the call grammar does not enforce of the tools' schemas (the validator checks all)."""
     split_thinking: bool = False
     think: bool | None = None
+
+    @property
+    def approximated(self) -> tuple[str, ...]:
+        """What decoding leaves to the validator, of the format or the tools."""
+        if self.output_format is not None:
+            return self.output_format.approximated
+        return self.tool_approximated
 
 
 Truncation = Literal["turns", "tokens", "off"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import jsonschema
 import ollama
 import pytest
 
@@ -156,6 +157,25 @@ async def test_sampled_calls_are_bound_to_the_declared_tools(server: Server) -> 
             assert set(call.function.arguments) == {"city"} and isinstance(
                 call.function.arguments["city"], str
             )
+
+
+async def test_tool_schemas_the_grammar_cannot_take_whole_are_validated_in_full(server: Server) -> None:
+    """Parameters with a keyword llguidance does not implement (``not``) are enforced in part and
+    validated in full: the header says so, and every call that comes back validates."""
+    parameters = {**WEATHER_TOOL["function"]["parameters"], "not": {"required": ["country"]}}
+    tool = {"type": "function", "function": {**WEATHER_TOOL["function"], "parameters": parameters}}
+    async with server.client() as http:
+        for seed in range(3):
+            options = {"temperature": 1.0, "seed": seed, "num_predict": 80}
+            body = {"model": "agent", "messages": [ASK_PARIS], "tools": [tool], "options": options}
+            reply = await http.post("/api/chat", json=body | {"stream": False})
+            assert '["not"]' in reply.headers["x-trillm-enforcement"], reply.headers
+            if reply.status_code != 200:  # a call the validator refuses is an explicit error
+                assert reply.status_code == 422 and "get_weather" in reply.json()["error"], reply.text
+                continue
+            for call in reply.json()["message"].get("tool_calls", []):
+                assert call["function"]["name"] == "get_weather"
+                jsonschema.validate(call["function"]["arguments"], parameters)
 
 
 async def test_show_lists_capabilities(server: Server) -> None:

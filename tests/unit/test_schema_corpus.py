@@ -53,3 +53,25 @@ def test_a_refused_schema_is_still_a_clear_error() -> None:
             assert "format" in str(error)
         else:
             raise AssertionError(f"{bad} was accepted")
+
+
+def test_the_corpus_is_accepted_as_tool_parameters() -> None:
+    """The same schemas as a tool's ``parameters`` (those with an object at the root, as tools
+    take): the call grammar enforces what it can and the validator the rest."""
+    from app.protocol.errors import BadRequest
+    from app.protocol.steering import tool_enforcement
+    from validation.toolset import ToolSet
+
+    objects = {n: s for n, s in corpus().items() if s.get("type") == "object" and "$ref" not in s}
+    assert len(objects) >= 50
+    refused: dict[str, str] = {}
+    approximated = 0
+    for name, schema in objects.items():
+        tool = {"type": "function", "function": {"name": "call_it", "parameters": schema}}
+        try:
+            approximated += bool(tool_enforcement("hermes", ToolSet([tool])))
+        except (BadRequest, FieldError) as error:
+            refused[name] = str(error)
+    rate = 1 - len(refused) / len(objects)
+    print(f"\n{len(objects)} tool schemas: {rate:.1%} accepted ({approximated} enforced in part)")
+    assert rate >= TARGET, refused
