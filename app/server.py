@@ -20,7 +20,15 @@ from app.config import Settings
 from app.edge import connection_timeouts, security, unread_body
 from app.protocol import openapi
 from app.protocol.errors import install_error_handlers
-from app.routes import health, job_responses, openai_chat, openai_completions, openai_models
+from app.routes import (
+    anthropic_messages,
+    health,
+    job_responses,
+    openai_chat,
+    openai_completions,
+    openai_models,
+    openai_responses,
+)
 from app.routes import management as manage
 from app.routes import model_info as models
 from app.routes import ollama_chat as chat
@@ -92,6 +100,8 @@ def create_app(settings: Settings, backends: list[Backend] | None = None) -> Qua
     openai_chat.register(app, services)
     openai_completions.register(app, services)
     openai_models.register(app, services)
+    openai_responses.register(app, services)
+    anthropic_messages.register(app, services)
     app.after_request(job_responses.enforcement_header)
     openapi.register(app, metrics=settings.metrics)
     if settings.metrics:

@@ -56,7 +56,10 @@ DEFAULT_ORIGINS = (
     "http://0.0.0.0", "https://0.0.0.0", "http://0.0.0.0:*", "https://0.0.0.0:*",
     "app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*",
 )  # fmt: skip
-ALLOWED_HEADERS = "Authorization, Content-Type, User-Agent, Accept, X-Requested-With, X-Api-Key"
+ALLOWED_HEADERS = (
+    "Authorization, Content-Type, User-Agent, Accept, X-Requested-With, X-Api-Key, "
+    "Anthropic-Version, Anthropic-Beta, Anthropic-Dangerous-Direct-Browser-Access"
+)
 
 
 def is_loopback(host: str) -> bool:

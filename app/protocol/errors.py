@@ -21,7 +21,8 @@ Every error is ``{"error": "<message>"}`` with the status Ollama uses::
 and :data:`FAILURES` is the one map from kind to error class.
 
 Under ``/v1/`` the same errors take OpenAI's shape, ``{"error": {"message", "type", "param",
-"code"}}``, with the statuses the official client maps to its exception classes.
+"code"}}``, with the statuses the official client maps to its exception classes; under
+``/v1/messages`` Anthropic's, ``{"type": "error", "error": {"type", "message"}}``.
 """
 
 from __future__ import annotations
@@ -155,11 +156,37 @@ def openai_error(
     return {"error": {"message": message, "type": kind, "param": param, "code": None} | (extra or {})}
 
 
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def anthropic_error(message: str, status: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Anthropic's error object; ``extra`` (a failed reply's ``partial``) goes inside ``error``."""
+    kind = ANTHROPIC_TYPES.get(status, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": message} | (extra or {})}
+
+
+def is_anthropic_path(path: str) -> bool:
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+
 def error_response(
     message: str, status: int, param: str | None = None, extra: dict[str, Any] | None = None
 ) -> Response:
-    """``{"error": message, **extra}`` natively, OpenAI's error object under ``/v1/``."""
-    if has_request_context() and request.path.startswith("/v1/"):
+    """``{"error": message, **extra}`` natively, OpenAI's error object under ``/v1/``, Anthropic's
+    under ``/v1/messages``."""
+    if has_request_context() and is_anthropic_path(request.path):
+        response = json_response(anthropic_error(message, status, extra), status)
+    elif has_request_context() and request.path.startswith("/v1/"):
         response = json_response(openai_error(message, status, param, extra), status)
     else:
         response = json_response({"error": message} | (extra or {}), status)

@@ -14,6 +14,7 @@ from pydantic.json_schema import models_json_schema
 from quart import Quart, Response
 
 from app import __version__
+from app.protocol.anthropic_request import CountTokensRequest, MessagesRequest
 from app.protocol.ndjson import json_response
 from app.protocol.requests import (
     Body,
@@ -29,6 +30,7 @@ from app.protocol.requests import (
     PullRequest,
     ShowRequest,
 )
+from app.protocol.responses_request import ResponsesRequest
 
 STRING = {"type": "string"}
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {}}}
@@ -44,6 +46,9 @@ MODELS: tuple[type[Body], ...] = (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingsRequest,
+    ResponsesRequest,
+    MessagesRequest,
+    CountTokensRequest,
 )
 
 
@@ -165,6 +170,25 @@ def document() -> dict[str, Any]:
                 "OpenAI chat completions",
                 _body(ChatCompletionRequest),
                 _answers("a completion, or Server-Sent Events", 400, 404, 422, 503),
+            )
+        },
+        "/v1/responses": {
+            "post": _op(
+                "OpenAI Responses (stateless)",
+                _body(ResponsesRequest),
+                _answers("a response, or Server-Sent Events", 400, 404, 422, 503),
+            )
+        },
+        "/v1/messages": {
+            "post": _op(
+                "Anthropic Messages",
+                _body(MessagesRequest),
+                _answers("a message, or Server-Sent Events", 400, 404, 422, 503),
+            )
+        },
+        "/v1/messages/count_tokens": {
+            "post": _op(
+                "Anthropic token count", _body(CountTokensRequest), _answers("input_tokens", 400, 404)
             )
         },
         "/v1/completions": {

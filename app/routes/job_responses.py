@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import trio
@@ -31,8 +32,8 @@ class Codec(Protocol):
 
     media_type: str
 
-    def head(self) -> bytes:
-        """Sent before the first event of a stream."""
+    def head(self, prompt_tokens: int) -> bytes:
+        """Sent before the first event of a stream; ``prompt_tokens`` as far as known by then."""
         ...
 
     def part(self, chunk: TextChunk) -> bytes: ...
@@ -68,7 +69,7 @@ class NdjsonCodec:
     def __init__(self, chunk: ChunkFn, final: FinalFn) -> None:
         self._chunk, self._final = chunk, final
 
-    def head(self) -> bytes:
+    def head(self, prompt_tokens: int) -> bytes:
         return b""
 
     def part(self, chunk: TextChunk) -> bytes:
@@ -103,12 +104,37 @@ def submit(engine: Engine, request: GenerationRequest) -> Job:
         raise ServiceUnavailable(str(error)) from error
 
 
-async def respond(engine: Engine, request: GenerationRequest, *, stream: bool, codec: Codec) -> Response:
+@dataclass(frozen=True)
+class Keepalive:
+    """What a stream sends while the prompt is read, for clients that time out on a silent
+    connection (Anthropic's ``ping``): when no first event has come ``after`` seconds in, the
+    response starts (status 200; a later failure is the codec's error event) and ``ping`` goes
+    out every ``every`` seconds until it comes."""
+
+    after: float
+    every: float
+    ping: bytes
+
+
+async def respond(
+    engine: Engine,
+    request: GenerationRequest,
+    *,
+    stream: bool,
+    codec: Codec,
+    keepalive: Keepalive | None = None,
+) -> Response:
     """Run ``request`` and answer with a stream (``stream``) or a single JSON object."""
     note_enforcement(request)
     job = submit(engine, request)
     try:
-        first = await _receive(job)
+        if stream and keepalive is not None:
+            with trio.move_on_after(keepalive.after) as waiting:
+                first = await _receive(job)
+            if waiting.cancelled_caught:
+                return _streaming(_stream(job, None, codec, keepalive=keepalive), [job], codec.media_type)
+        else:
+            first = await _receive(job)
         if isinstance(first, Failed):
             raise _api_error(first, codec)
         if not stream or (isinstance(first, Finished) and first.done_reason in ("load", "unload")):
@@ -117,6 +143,21 @@ async def respond(engine: Engine, request: GenerationRequest, *, stream: bool, c
         job.close()
         raise
     return _streaming(_stream(job, first, codec), [job], codec.media_type)
+
+
+async def prompt_tokens(engine: Engine, request: GenerationRequest) -> int:
+    """How many tokens ``request``'s prompt is, rendered and tokenized by its model (loaded for
+    it, as a generation would be); the request should generate nothing (``num_predict`` 0)."""
+    job = submit(engine, request)
+    try:
+        while True:
+            event = await _receive(job)
+            if isinstance(event, Finished):
+                return event.prompt_eval_count
+            if isinstance(event, Failed):
+                raise failure_error(event.kind, event.message)
+    finally:
+        job.close()
 
 
 ENFORCEMENT_HEADER = "X-Trillm-Enforcement"
@@ -230,13 +271,26 @@ async def _aggregate(job: Job, event: Event, codec: Codec) -> dict[str, Any]:
 
 
 async def _stream(
-    job: Job, event: Event, codec: Codec, failures: list[str] | None = None
+    job: Job,
+    event: Event | None,
+    codec: Codec,
+    failures: list[str] | None = None,
+    keepalive: Keepalive | None = None,
 ) -> AsyncIterator[bytes]:
     """One encoded chunk per event. Events that queued up while the previous write was in
     flight go out in one write (still one chunk each), so a busy loop never falls behind.
-    An error that ends the stream is also appended to ``failures``."""
+    An error that ends the stream is also appended to ``failures``. With no ``event`` yet, the
+    stream starts now and sends ``keepalive``'s pings until the first one comes."""
     try:
-        pending = [codec.head()]
+        pending = [codec.head(job.report.prompt_tokens)]
+        if event is None:
+            assert keepalive is not None
+            yield pending.pop()
+            while event is None:
+                with trio.move_on_after(keepalive.every):
+                    event = await _receive(job)
+                if event is None:
+                    yield keepalive.ping
         while True:
             next_event: Event | None = event
             while next_event is not None:

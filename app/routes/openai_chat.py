@@ -95,7 +95,7 @@ class ChatCodec:
         choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
         return event(self._base | {"object": "chat.completion.chunk", "choices": [choice]})
 
-    def head(self) -> bytes:
+    def head(self, prompt_tokens: int) -> bytes:
         return self._chunk({"role": "assistant", "content": ""})
 
     def part(self, chunk: TextChunk) -> bytes:

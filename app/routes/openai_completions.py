@@ -80,7 +80,7 @@ class CompletionCodec:
     def _event(self, choice: dict[str, Any]) -> bytes:
         return event(self._base | {"object": "text_completion", "choices": [choice]})
 
-    def head(self) -> bytes:
+    def head(self, prompt_tokens: int) -> bytes:
         return b""
 
     def part(self, chunk: TextChunk) -> bytes:

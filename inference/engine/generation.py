@@ -316,6 +316,7 @@ class Generation:
             eval_count=len(self._generated),
             eval_duration=_ns(end - first),
             context=[*self.prompt, *self._generated],
+            stop_sequence=self._stops.matched,
         )
 
     def _close(self, outcome: str) -> None:

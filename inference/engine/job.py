@@ -116,6 +116,7 @@ class Finished:
     eval_count: int = 0
     eval_duration: int = 0
     context: Sequence[int] = ()
+    stop_sequence: str | None = None  # the request's stop string that ended the reply, if one did
 
 
 @dataclass(frozen=True)

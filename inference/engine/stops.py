@@ -16,14 +16,16 @@ class StopMatcher:
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops = [s for s in stops if s]
         self._held = ""
+        self.matched: str | None = None  # the stop string that ended the text, once one has
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Add ``text``; return (releasable text, stopped). After a stop, discard the rest."""
         if not self._stops:
             return text, False
         buffer = self._held + text
-        cut = min((i for i in (buffer.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
+        found = [(i, n, s) for n, s in enumerate(self._stops) if (i := buffer.find(s)) >= 0]
+        if found:
+            cut, _, self.matched = min(found)
             self._held = ""
             return buffer[:cut], True
         keep = self._partial_tail(buffer)
