@@ -5,7 +5,8 @@ the native chat request the engine runs.
 the assistant's ``tool_use`` and ``thinking`` blocks, and the user's ``tool_result`` blocks (each
 becomes a native ``tool`` message, before that turn's text). Custom tools (``input_schema``),
 ``tool_choice`` (``auto``, ``any``, ``tool``, ``none``, ``disable_parallel_tool_use``),
-``thinking``, ``stop_sequences`` and the sampling fields map onto the native ones. ``max_tokens``
+``thinking`` (or ``output_config.effort``), ``output_config.format`` (a JSON Schema: structured
+output), ``stop_sequences`` and the sampling fields map onto the native ones. ``max_tokens``
 is required, as Anthropic requires it. Images and server tools are refused by name.
 """
 
@@ -58,8 +59,20 @@ class AnthropicToolChoice(BaseModel):
 
 class ThinkingConfig(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
-    type: Literal["enabled", "disabled", "adaptive"]
+    type: Literal["enabled", "disabled", "adaptive", "between_tools"]
     budget_tokens: int | None = Field(None, description="accepted; the model decides how long it thinks")
+
+
+class OutputFormat(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+    format: OutputFormat | None = Field(None, description="a JSON Schema, enforced and validated")
 
 
 class CountTokensRequest(Body):
@@ -72,6 +85,7 @@ class CountTokensRequest(Body):
     tools: list[AnthropicTool] | None = None
     tool_choice: AnthropicToolChoice | None = None
     thinking: ThinkingConfig | None = None
+    output_config: OutputConfig | None = None
 
 
 class MessagesRequest(CountTokensRequest):
@@ -86,6 +100,7 @@ class MessagesRequest(CountTokensRequest):
     temperature: float | None = Field(None, description="default 1", examples=[0.7])
     top_p: float | None = Field(None, examples=[1.0])
     top_k: int | None = Field(None, examples=[40])
+    seed: int | None = Field(None, description="trillm extension, as on /v1/chat/completions", examples=[1])
     metadata: dict[str, Any] | None = Field(None, description="accepted, not used")
 
 
@@ -205,13 +220,25 @@ def native_tool_choice(body: dict[str, Any]) -> tuple[object, bool | None]:
     return {"any": "required"}.get(kind, kind), parallel
 
 
-def native_think(body: dict[str, Any], can_think: bool) -> bool | None:
-    """``thinking`` for a model that reasons; for one that does not, it is dropped (as Ollama's
-    Anthropic route does), since clients such as Claude Code send it to every model."""
+EFFORT = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "max"}
+
+
+def native_think(body: dict[str, Any], can_think: bool) -> bool | str | None:
+    """``thinking`` (else ``output_config.effort``) for a model that reasons; for one that does
+    not, it is dropped (as Ollama's Anthropic route does), since clients such as Claude Code send
+    it to every model."""
     config = body.get("thinking")
-    if not config or not can_think:
+    effort = (body.get("output_config") or {}).get("effort")
+    if not can_think or not (config or effort):
         return None
-    return bool(config["type"] != "disabled")
+    if config:
+        return bool(config["type"] != "disabled")
+    return EFFORT[effort]
+
+
+def native_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    spec = (body.get("output_config") or {}).get("format")
+    return spec["schema"] if spec else None
 
 
 def native_chat(body: dict[str, Any], *, can_think: bool, counting: bool = False) -> ChatRequest:
@@ -230,6 +257,7 @@ def native_chat(body: dict[str, Any], *, can_think: bool, counting: bool = False
         "temperature": 1.0 if body.get("temperature") is None else body["temperature"],
         "top_p": body.get("top_p"),
         "top_k": body.get("top_k"),
+        "seed": body.get("seed"),
         "stop": body.get("stop_sequences") or None,
     }
     choice, parallel = native_tool_choice(body)
@@ -238,6 +266,7 @@ def native_chat(body: dict[str, Any], *, can_think: bool, counting: bool = False
         "messages": native_messages(body),
         "options": {k: v for k, v in options.items() if v is not None},
         "think": native_think(body, can_think),
+        "format": native_format(body),
         "tools": native_tools(body),
         "tool_choice": choice,
         "parallel_tool_calls": parallel,

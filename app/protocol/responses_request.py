@@ -85,6 +85,7 @@ class ResponsesRequest(Body):
     max_output_tokens: int | None = Field(None, examples=[64])
     temperature: float | None = Field(None, description="default 1", examples=[0.7])
     top_p: float | None = Field(None, description="default 1", examples=[1.0])
+    seed: int | None = Field(None, description="trillm extension, as on /v1/chat/completions", examples=[1])
     tools: list[FunctionTool] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedFunction | None = Field(None, examples=["auto"])
     parallel_tool_calls: bool | None = None
@@ -249,7 +250,7 @@ def native_chat(body: dict[str, Any]) -> ChatRequest:
     limit = body.get("max_output_tokens")
     if limit is not None and limit < 1:
         raise bad("max_output_tokens must be at least 1", "max_output_tokens")
-    sampling = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "max_tokens": limit}
+    sampling = {k: body.get(k) for k in ("temperature", "top_p", "seed")} | {"max_tokens": limit}
     native = {
         "model": body.get("model"),
         "messages": native_messages(body),

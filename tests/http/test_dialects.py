@@ -191,6 +191,24 @@ async def test_messages_event_sequence_and_stop_reasons(server: Server) -> None:
         assert cut.json()["stop_reason"] == "max_tokens"
 
 
+async def test_messages_output_config_format_is_enforced_and_validated(server: Server) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    body = {"model": "fakejson", "max_tokens": 64, "messages": [{"role": "user", "content": "x"}]}
+    async with server.client() as http:
+        ok = await http.post(
+            "/v1/messages",
+            json=body | {"output_config": {"format": {"type": "json_schema", "schema": schema}}},
+        )
+        assert ok.status_code == 200 and json.loads(ok.json()["content"][0]["text"])["a"] == 1
+        wrong = {"type": "object", "properties": {"a": {"type": "string"}}}
+        refused = await http.post(
+            "/v1/messages",
+            json=body | {"output_config": {"format": {"type": "json_schema", "schema": wrong}}},
+        )
+        assert refused.status_code == 422 and refused.json()["error"]["type"] == "invalid_request_error"
+        assert "partial" in refused.json()["error"]
+
+
 async def test_messages_tool_use_round_trip(server: Server) -> None:
     client = claude(server)
     ask = {"role": "user", "content": "weather in Rome?"}
