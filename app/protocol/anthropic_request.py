@@ -228,7 +228,7 @@ def native_think(body: dict[str, Any], can_think: bool) -> bool | str | None:
     not, it is dropped (as Ollama's Anthropic route does), since clients such as Claude Code send
     it to every model."""
     config = body.get("thinking")
-    effort = (body.get("output_config") or {}).get("effort")
+    effort = str((body.get("output_config") or {}).get("effort") or "")
     if not can_think or not (config or effort):
         return None
     if config:
