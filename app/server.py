@@ -22,6 +22,7 @@ from app.protocol import openapi
 from app.protocol.errors import install_error_handlers
 from app.routes import (
     anthropic_messages,
+    embeddings,
     health,
     job_responses,
     openai_chat,
@@ -102,6 +103,7 @@ def create_app(settings: Settings, backends: list[Backend] | None = None) -> Qua
     openai_models.register(app, services)
     openai_responses.register(app, services)
     anthropic_messages.register(app, services)
+    embeddings.register(app, services)
     app.after_request(job_responses.enforcement_header)
     openapi.register(app, metrics=settings.metrics)
     if settings.metrics:

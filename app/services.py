@@ -51,11 +51,15 @@ class Services:
         context: Sequence[int] = (),
         steering: Steering | None = None,
         truncate: Truncation = "off",
+        action: str = "chat",
     ) -> GenerationRequest:
         """The engine request for a chat or generate body; without input it loads or unloads.
 
         ``truncate`` is how an over-long prompt is shortened; the body's ``truncate: false``
         turns it off (a 400 then, as OpenAI's routes always answer)."""
+        if has_input and model.info.embedding:  # ``action``: what the route calls its work
+            short = model.name.removesuffix(":latest")
+            raise BadRequest(f'"{short}" does not support {action}', param="model")
         keep_alive = fields.keep_alive(body)
         options = fields.Options(with_defaults(model, body.get("options")), self.settings.context_length)
         params = replace(options.params, logprobs=fields.logprobs(body))

@@ -153,6 +153,9 @@ def store(tmp_path: Path, backend_kind: str, request: pytest.FixtureRequest) -> 
     write_fake(root, "faketools", pieces=call, template=tools)
     bad = ['<tool_call>{"name": "launch_rockets", "arguments": {}}</tool_call>']
     write_fake(root, "badtools", pieces=bad, template=tools)
+    write_fake(root, "fakeembed", pooling="mean")
+    write_fake(root, "shortembed", pooling="mean", context_length=16)
+    write_fake(root, "slowembed", pooling="mean", embed_delay=0.05)
     write_fake(root, "slow", pieces=["tick "], loop=True, delay=0.02)
     write_fake(root, "prefill", pieces=["x"], loop=True, delay=0.02, prefill_delay=0.01)
     write_fake(root, "failing", pieces=["a", "b", "c", "d"], loop=True, fail_at=3)

@@ -27,6 +27,7 @@ from app.protocol.requests import (
     EmbeddingsRequest,
     EmbedRequest,
     GenerateRequest,
+    LegacyEmbeddingsRequest,
     PullRequest,
     ShowRequest,
 )
@@ -43,6 +44,7 @@ MODELS: tuple[type[Body], ...] = (
     CopyRequest,
     DeleteRequest,
     EmbedRequest,
+    LegacyEmbeddingsRequest,
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingsRequest,
@@ -199,24 +201,17 @@ def document() -> dict[str, Any]:
             )
         },
         "/v1/embeddings": {
-            "post": _op(
-                "OpenAI embeddings (every model answers 400 for now)",
-                _body(EmbeddingsRequest),
-                {
-                    "501": {"description": "not implemented", "content": {"application/json": {}}},
-                    "400": {"description": "error"},
-                },
-            )
+            "post": _op("OpenAI embeddings", _body(EmbeddingsRequest), _answers("vectors", 400, 404, 503))
         },
-        **{
-            path: {
-                "post": _op(
-                    "embeddings (not implemented yet: 501)",
-                    _body(EmbedRequest),
-                    {"501": {"description": "not implemented", "content": {"application/json": {}}}},
-                )
-            }
-            for path in ("/api/embed", "/api/embeddings")
+        "/api/embed": {
+            "post": _op("embeddings (unit length)", _body(EmbedRequest), _answers("vectors", 400, 404, 503))
+        },
+        "/api/embeddings": {
+            "post": _op(
+                "one embedding (Ollama's older route)",
+                _body(LegacyEmbeddingsRequest),
+                _answers("a vector", 400, 404, 503),
+            )
         },
         "/v1/models": {"get": _op("OpenAI model list", None, _answers("models"))},
         "/v1/models/{model}": {

@@ -264,11 +264,33 @@ class DeleteRequest(ModelRequest):
 
 
 class EmbedRequest(Body):
-    """``POST /api/embed`` and ``/api/embeddings`` (not built yet: 501)."""
+    """``POST /api/embed``: unit-length vectors, one per input, in order."""
 
+    worded_later = frozenset({"keep_alive"})
+    model_config = ConfigDict(json_schema_extra={"required": ["model"]})
     model: str | None = ModelField
-    input: str | list[str] | None = None
-    prompt: str | None = None
+    input: str | list[str] | None = Field(
+        None, description="a string or an array of strings", examples=["hello"]
+    )
+    truncate: bool | None = Field(
+        None, description="cut inputs to the context (default); false: a 400 instead", examples=[True]
+    )
+    dimensions: int | None = Field(
+        None, description="keep the first N values, then re-normalise", examples=[8]
+    )
+    options: Options | None = None
+    keep_alive: float | str | None = KeepAliveField
+
+
+class LegacyEmbeddingsRequest(Body):
+    """``POST /api/embeddings`` (Ollama's older route): one vector, as the model pools it."""
+
+    worded_later = frozenset({"keep_alive"})
+    model_config = ConfigDict(json_schema_extra={"required": ["model"]})
+    model: str | None = ModelField
+    prompt: str | None = Field(None, examples=["hello"])
+    options: Options | None = None
+    keep_alive: float | str | None = KeepAliveField
 
 
 # -- OpenAI's /v1/* --------------------------------------------------------------------------
@@ -362,13 +384,17 @@ class CompletionRequest(OpenAIBody):
 
 
 class EmbeddingsRequest(Body):
-    """``POST /v1/embeddings`` (no embedding models yet: 400)."""
+    """``POST /v1/embeddings``."""
 
-    model_config = ConfigDict(json_schema_extra={"required": ["model"]})
+    model_config = ConfigDict(json_schema_extra={"required": ["model", "input"]})
     model: str | None = ModelField
-    input: str | list[str] | list[int] | list[list[int]] | None = None
-    dimensions: int | None = None
-    encoding_format: Literal["float", "base64"] | None = None
+    input: str | list[str] | list[int] | list[list[int]] | None = Field(
+        None, description="a string, strings, token ids, or lists of token ids", examples=["hello"]
+    )
+    dimensions: int | None = Field(None, examples=[8])
+    encoding_format: Literal["float", "base64"] | None = Field(
+        None, description="base64: little-endian float32", examples=["float"]
+    )
     user: str | None = None
 
 

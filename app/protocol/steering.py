@@ -40,6 +40,8 @@ def can_think(info: ModelInfo) -> bool:
 
 
 def capabilities(info: ModelInfo) -> list[str]:
+    if info.embedding:
+        return ["embedding"]
     caps = ["completion"]
     if tool_format(info):
         caps.append("tools")

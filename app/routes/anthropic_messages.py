@@ -26,7 +26,7 @@ from app.protocol.errors import ANTHROPIC_TYPES
 from app.protocol.ndjson import json_response
 from app.protocol.sse import event
 from app.protocol.steering import can_think, read_steering
-from app.routes.job_responses import Keepalive, prompt_tokens, respond
+from app.routes.job_responses import Keepalive, respond, run_to_end
 from app.services import Services
 from inference.engine.job import CallOut, Finished, Partial, TextChunk
 
@@ -180,4 +180,6 @@ def register(app: Quart, services: Services) -> None:
     async def count_tokens() -> Response:
         body = await fields.read_request(CountTokensRequest, "openai")
         request = await native_request(body, counting=True)
-        return json_response({"input_tokens": await prompt_tokens(services.engine, request)})
+        # A generation of no tokens: the prompt is rendered, tokenized and counted, nothing runs.
+        finished = await run_to_end(services.engine, request)
+        return json_response({"input_tokens": finished.prompt_eval_count})

@@ -145,15 +145,15 @@ async def respond(
     return _streaming(_stream(job, first, codec), [job], codec.media_type)
 
 
-async def prompt_tokens(engine: Engine, request: GenerationRequest) -> int:
-    """How many tokens ``request``'s prompt is, rendered and tokenized by its model (loaded for
-    it, as a generation would be); the request should generate nothing (``num_predict`` 0)."""
+async def run_to_end(engine: Engine, request: GenerationRequest) -> Finished:
+    """Run a job that streams nothing (embeddings, a token count) and return its end; its
+    failure is the API error. Leaving (the client gone) cancels it like any other."""
     job = submit(engine, request)
     try:
         while True:
             event = await _receive(job)
             if isinstance(event, Finished):
-                return event.prompt_eval_count
+                return event
             if isinstance(event, Failed):
                 raise failure_error(event.kind, event.message)
     finally:

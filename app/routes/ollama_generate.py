@@ -47,6 +47,7 @@ def register(app: Quart, services: Services) -> None:
             context=context,
             steering=steering,
             truncate="tokens",
+            action="generate",
         )
         name = body["model"]
 

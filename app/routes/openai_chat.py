@@ -16,8 +16,8 @@ from typing import Any
 from quart import Quart, Response
 
 from app.protocol import fields, openai_request
-from app.protocol.errors import BadRequest, NotImplementedHere, openai_error
-from app.protocol.requests import ChatCompletionRequest, EmbeddingsRequest
+from app.protocol.errors import openai_error
+from app.protocol.requests import ChatCompletionRequest
 from app.protocol.sse import DONE, event
 from app.protocol.steering import read_steering
 from app.routes.job_responses import respond
@@ -25,10 +25,6 @@ from app.services import Services
 from inference.engine.job import CallOut, Finished, Partial, TextChunk
 
 SSE = "text/event-stream"
-NO_EMBEDDINGS = (
-    "embeddings are not implemented by this server yet: trillm serves chat and completion "
-    "models only (no /api/embed or /api/embeddings); use another server for embedding models"
-)
 
 
 def finish_reason(finished: Finished, called: bool) -> str:
@@ -160,16 +156,3 @@ def register(app: Quart, services: Services) -> None:
         stream, include_usage = stream_options(body)
         codec = ChatCodec(str(body["model"]), include_usage)
         return await respond(services.engine, request, stream=stream, codec=codec)
-
-    @app.post("/v1/embeddings")
-    async def embeddings() -> Response:
-        # No embedding model kind exists yet, so every model refuses, as a chat model does in Ollama.
-        body = await fields.read_request(EmbeddingsRequest, "openai")
-        model = await services.find_model(body.get("model"))
-        raise BadRequest(f'"{model.name}" does not support embeddings', param="model")
-
-    @app.post("/api/embed")
-    @app.post("/api/embeddings")
-    async def ollama_embeddings() -> Response:
-        # A bare 404 here reads to clients as "model missing"; say what is really missing.
-        raise NotImplementedHere(NO_EMBEDDINGS)

@@ -154,7 +154,7 @@ def register(app: Quart, services: Services) -> None:
         if top is not None:
             native |= {"logprobs": True, "top_logprobs": top}
         requests = [
-            services.generation_request(native, model, [], has_input=True, prompt=prompt)
+            services.generation_request(native, model, [], has_input=True, prompt=prompt, action="generate")
             for prompt in prompts
         ]
         stream, include_usage = stream_options(body)

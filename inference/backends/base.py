@@ -34,6 +34,10 @@ class ModelLoadError(Exception):
     """Raised by :meth:`Backend.load` when a model directory cannot be loaded (bad files)."""
 
 
+class WrongModelKind(Exception):
+    """An embedding model asked to generate, or a generation model asked for embeddings."""
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Per-request sampling settings, already validated and defaulted (Ollama's defaults)."""
@@ -84,6 +88,13 @@ class ModelInfo:
     # The window the model was trained for, where the loaded window is smaller (llama.cpp sizes its
     # context at load); 0: ``context_length`` is already all of it.
     trained_context: int = 0
+    # An embedding model's pooling of its token states ("mean", "cls", "last"); "" for a model
+    # that generates.
+    pooling: str = ""
+
+    @property
+    def embedding(self) -> bool:
+        return bool(self.pooling)
 
     def can_grow_to(self, num_ctx: int) -> bool:
         """Whether loading again with ``num_ctx`` would give a larger window than this one."""
@@ -135,6 +146,12 @@ class LoadedModel(Protocol):
 
         A backend without batched kernels returns ``GeneratorBatch(its_generate_function)``.
         """
+        ...
+
+    def embed(self, batch: Sequence[Sequence[int]]) -> list[list[float]]:
+        """One pooled, not yet normalised, vector per token sequence, computed together (an
+        embedding model; the others raise :class:`WrongModelKind`). The engine sends a few
+        thousand tokens at a time, so that the streams of other models keep flowing."""
         ...
 
     def close(self) -> None:

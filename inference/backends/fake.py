@@ -12,6 +12,10 @@ prefills (the sequences' chunks go through together). It raises at token
 ``fail_at``, and refuses to load with ``load_error``; ``"fail_with": "memory"`` makes either failure an
 out-of-memory error. Tokens are characters (ids are code points), so prompts and contexts
 round-trip. Every prompt it receives is recorded in :attr:`FakeBackend.prompts`.
+
+With ``"pooling": "mean"`` it is an embedding model instead: a token's vector is a fixed function of
+its id (``dimensions`` wide, default 8), pooled over the input; ``embed_delay`` seconds per batch
+it computes. Every batch's sizes are recorded in :attr:`FakeBackend.embed_batches`.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from inference.backends.base import GenerationCancelled, ModelInfo, ModelLoadError, SamplingParams, Step
+from inference.backends.model_kinds import EmbeddingOnly, GenerationOnly
 from inference.engine.batch import GeneratorBatch, StepResult
 
 EOS = 0
 
 
-class FakeModel:
+class FakeModel(GenerationOnly):
     """Plays a script; see the module docstring."""
 
     max_sequences = 0
@@ -128,6 +133,36 @@ class _PacedBatch(GeneratorBatch):
         return results
 
 
+def token_vector(token: int, width: int) -> list[float]:
+    """The fake embedding model's vector for one token id."""
+    return [float(((token * (i + 3)) % 17) - 8) for i in range(width)]
+
+
+class FakeEmbeddingModel(EmbeddingOnly):
+    """Mean-pools :func:`token_vector` over each input."""
+
+    def __init__(self, script: dict[str, Any], info: ModelInfo, batches: list[list[int]]) -> None:
+        self.info = info
+        self._width = int(script.get("dimensions", 8))
+        self._delay = float(script.get("embed_delay", 0.0))
+        self._batches = batches
+
+    def tokenize(self, text: str) -> list[int]:
+        return [ord(c) for c in text]
+
+    def embed(self, batch: Sequence[Sequence[int]]) -> list[list[float]]:
+        self._batches.append([len(tokens) for tokens in batch])
+        time.sleep(self._delay)
+        out = []
+        for tokens in batch:
+            vectors = [token_vector(t, self._width) for t in tokens] or [[0.0] * self._width]
+            out.append([sum(column) / len(vectors) for column in zip(*vectors, strict=True)])
+        return out
+
+    def close(self) -> None:
+        pass
+
+
 class FakeBackend:
     """Loads ``fake.json`` directories."""
 
@@ -135,6 +170,7 @@ class FakeBackend:
 
     def __init__(self) -> None:
         self.prompts: list[list[int]] = []
+        self.embed_batches: list[list[int]] = []
         self.loads = 0
 
     def can_load(self, path: Path) -> bool:
@@ -148,9 +184,10 @@ class FakeBackend:
             quantization="F32",
             chat_template=str(self._script(path).get("template", "{{ .Prompt }}")),
             size_bytes=(path / "fake.json").stat().st_size,
+            pooling=str(self._script(path).get("pooling", "")),
         )
 
-    def load(self, path: Path, num_ctx: int | None = None) -> FakeModel:
+    def load(self, path: Path, num_ctx: int | None = None) -> FakeModel | FakeEmbeddingModel:
         script = self._script(path)
         if script.get("load_error"):
             if script.get("fail_with") == "memory":
@@ -158,6 +195,8 @@ class FakeBackend:
             raise ModelLoadError(str(script["load_error"]))
         time.sleep(float(script.get("load_delay", 0.0)))
         self.loads += 1
+        if script.get("pooling"):
+            return FakeEmbeddingModel(script, self.describe(path), self.embed_batches)
         return FakeModel(script, self.describe(path), self.prompts)
 
     def release_thread(self) -> None:

@@ -31,7 +31,7 @@ from validation.toolset import ToolSet
 # network write needs, few enough that a stalled client holds a bounded amount of memory.
 MAX_BACKLOG = 8192
 
-JobKind = Literal["generate", "load", "unload"]
+JobKind = Literal["generate", "embed", "load", "unload"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ class GenerationRequest:
     keep_alive: float | None = None
     steering: Steering = field(default_factory=Steering)
     template: str | None = None  # a chat template replacing the model's own (from its manifest)
+    inputs: Sequence[str | Sequence[int]] = ()  # what an "embed" job embeds (texts or token ids)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class Finished:
     eval_duration: int = 0
     context: Sequence[int] = ()
     stop_sequence: str | None = None  # the request's stop string that ended the reply, if one did
+    vectors: Sequence[Sequence[float]] = ()  # an "embed" job's pooled vectors, one per input
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import trio
 
 from inference.backends.base import Backend, LoadedModel, ModelInfo
 from inference.engine.batch import Admission, DecodeBatch
+from inference.engine.embedding import EmbedWork
 from inference.engine.generation import Generation
 from inference.engine.job import Failed, Finished, GenerationRequest, Job, JobReport
 from inference.engine.worker import WorkerThread
@@ -54,11 +55,12 @@ class Resident:
     last_used: float = 0.0
     batch: DecodeBatch | None = None
     sequences: dict[int, Generation] = field(default_factory=dict)
+    embeddings: deque[EmbedWork] = field(default_factory=deque)  # embed jobs, first come first
     keep_alive: float | None = None  # the latest request's, applied when the batch empties
 
     @property
     def busy(self) -> int:
-        return len(self.sequences)
+        return len(self.sequences) + len(self.embeddings)
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,7 @@ class Engine:
         while True:
             self._worker.run_waiting()
             self._admit()
-            busy = [r for r in self._resident.values() if r.sequences]
+            busy = [r for r in self._resident.values() if r.busy]
             if not busy:
                 if not self._pending:
                     return
@@ -298,6 +300,19 @@ class Engine:
             self._settle(resident)  # before the reply, so that /api/ps after it shows the new expiry
             job.emit(Finished(done_reason="load", load_duration=_since(job.submitted)))
             return self._finished(job)
+        if (request.kind == "embed") != resident.info.embedding:
+            work_kind = "embeddings" if request.kind == "embed" else "text generation"
+            job.report.outcome = "failed"
+            job.emit(Failed(f'"{request.model}" does not support {work_kind}', FailureKind.INVALID_REQUEST))
+            self._finished(job)
+            return self._settle(resident)
+        if request.kind == "embed":
+            work = EmbedWork(job, resident.model)
+            if work.prepare():
+                resident.embeddings.append(work)
+                return None
+            self._finished(job)
+            return self._settle(resident)
         num_ctx = self.default_num_ctx if request.num_ctx is None else request.num_ctx
         generation = Generation(job, resident.model, num_ctx)
         try:
@@ -318,7 +333,15 @@ class Engine:
         job.report.batch_size = resident.busy
 
     def _step(self, resident: Resident) -> None:
-        """One step of ``resident``'s batch; hand each sequence its token."""
+        """One step of ``resident``'s batch (hand each sequence its token), or one batch of its
+        first embedding request."""
+        if resident.embeddings:
+            work = resident.embeddings[0]
+            if not work.step():
+                resident.embeddings.popleft()
+                self._finished(work.job)
+                self._settle(resident)
+            return
         batch = resident.batch
         assert batch is not None
         for key, generation in list(resident.sequences.items()):
@@ -375,6 +398,10 @@ class Engine:
     def _fail_running(self, error: Exception) -> None:
         for resident in list(self._resident.values()):
             self._lose_batch(resident, error)
+            while resident.embeddings:
+                work = resident.embeddings.popleft()
+                work.job.emit(Failed(f"an error was encountered while running the model: {error}"))
+                self._finished(work.job)
 
     # -- residency (worker thread) -----------------------------------------------------------
 

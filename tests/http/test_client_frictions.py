@@ -1,4 +1,4 @@
-"""Where real clients tripped: pull before use, list prompts, the embedding routes, unknown names."""
+"""Where real clients tripped: pull before use, list prompts, unknown names."""
 
 from __future__ import annotations
 
@@ -20,16 +20,6 @@ async def test_pulling_an_installed_model_succeeds_at_once(server: Server) -> No
         r = await client.post("/api/pull", json={"model": "fake:latest"})
         assert [json.loads(x) for x in r.text.splitlines()] == [{"status": "success"}]
     assert (await ollama.AsyncClient(host=server.url).pull("fake")).status == "success"
-
-
-async def test_the_embedding_routes_say_they_are_not_built_yet(server: Server) -> None:
-    async with server.client() as client:
-        for path, body in (("/api/embed", {"input": "x"}), ("/api/embeddings", {"prompt": "x"})):
-            r = await client.post(path, json={"model": "fake"} | body)
-            assert r.status_code == 501 and "embeddings are not implemented" in r.json()["error"]
-    with pytest.raises(ollama.ResponseError) as caught:
-        await ollama.AsyncClient(host=server.url).embed(model="fake", input="hello")
-    assert caught.value.status_code == 501
 
 
 async def test_completions_take_a_list_of_prompts(server: Server) -> None:

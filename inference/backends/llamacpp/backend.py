@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from inference.backends.base import ModelInfo, ModelLoadError
+from inference.backends.model_kinds import GenerationOnly
 from inference.backends.chat_template import render
 from inference.backends.llamacpp.batch import LlamaCppBatch
 from inference.store.gguf_file import GGUFError, GGUFHeader, is_gguf, read_header
@@ -162,7 +163,7 @@ def _token_text(header: GGUFHeader, key: str, llama: Any) -> str:
     return bytes(llama.detokenize([token], special=True)).decode("utf-8", errors="replace")
 
 
-class LlamaCppModel:
+class LlamaCppModel(GenerationOnly):
     """A GGUF model loaded into one llama.cpp context of ``parallel`` sequence slots."""
 
     def __init__(self, file: Path, settings: LlamaCppSettings, num_ctx: int | None = None) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.backends.base import ModelInfo, ModelLoadError, SamplingParams
+from inference.backends.model_kinds import GenerationOnly
 from inference.backends.chat_template import template_message
 from inference.backends.mlx import blas_shim as mlx_blas
 from inference.backends.mlx.batch import MlxBatch, PrefixCache, make_processors, make_sampler
@@ -121,7 +122,7 @@ def _mask_processor(constraint: TokenConstraint) -> Callable[[Any, Any], Any]:
     return process
 
 
-class MlxModel:
+class MlxModel(GenerationOnly):
     """A model loaded with ``mlx_lm.load``."""
 
     max_sequences = 0
