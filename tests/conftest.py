@@ -28,7 +28,7 @@ from app.services import Services
 from inference.backends.fake import FakeBackend
 from inference.backends.mlx import blas_shim as mlx_blas
 from inference.backends.mlx.backend import release_mlx_streams
-from tests.support import tiny_gguf, tiny_model
+from tests.support import tiny_embedding, tiny_gguf, tiny_model
 
 REAL_MODELS = ("tiny", "random", "jsonrandom", "agent", "jsontools")
 
@@ -114,8 +114,31 @@ def gguf_files(
     return {name: tiny_gguf.write_gguf(source, out / f"{name}.gguf") for name, source in sources.items()}
 
 
+@pytest.fixture(scope="session")
+def embedding_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny embedding models (random weights, seconds to build): a mean-pooled BERT in the
+    sentence-transformers layout, a last-token-pooled Qwen3 in the Qwen3-Embedding layout, and
+    that one's GGUF copy."""
+    out = tmp_path_factory.mktemp("embedding")
+    encoder = tiny_embedding.build_encoder(out / "minilm")
+    decoder = tiny_embedding.build_decoder(out / "qwen3embed")
+    return {
+        "minilm": encoder,
+        "qwen3embed": decoder,
+        "qwen3embed.gguf": tiny_gguf.write_gguf(decoder, out / "q.gguf"),
+    }
+
+
 REAL_MODEL_FIXTURES = frozenset(
-    {"tiny_dir", "random_dir", "json_random_dir", "json_tools_dir", "agent_dir", "gguf_files"}
+    {
+        "tiny_dir",
+        "random_dir",
+        "json_random_dir",
+        "json_tools_dir",
+        "agent_dir",
+        "gguf_files",
+        "embedding_dirs",
+    }
 )
 
 
@@ -137,10 +160,13 @@ def store(tmp_path: Path, backend_kind: str, request: pytest.FixtureRequest) -> 
     elif backend_kind == "llamacpp":
         for name, file in request.getfixturevalue("gguf_files").items():
             (root / f"{name}.gguf").symlink_to(file)
+        (root / "qwen3embed.gguf").symlink_to(request.getfixturevalue("embedding_dirs")["qwen3embed.gguf"])
     else:
         fixtures = ("tiny_dir", "random_dir", "json_random_dir", "agent_dir", "json_tools_dir")
         for name, fixture in zip(REAL_MODELS, fixtures, strict=True):
             (root / name).symlink_to(request.getfixturevalue(fixture))
+        for name in ("minilm", "qwen3embed"):
+            (root / name).symlink_to(request.getfixturevalue("embedding_dirs")[name])
     write_fake(root, "fake", pieces=["Hello", ",", " world", "!"])
     write_fake(root, "fakejson", pieces=['{"a"', ":", "1", ',"b":', '"x"', "}"])
     tools = "{% if tools %}<tool_call>{% endif %}"

@@ -23,6 +23,8 @@ _LAYER_NAMES = {
     "mlp.down_proj": "ffn_down",
     "input_layernorm": "attn_norm",
     "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
 }
 
 # GGUF token types.
@@ -30,6 +32,8 @@ NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
 
 
 def _tensor_name(name: str) -> str:
+    if not name.startswith("model.") and name != "lm_head.weight":  # a base model's names
+        name = "model." + name
     if name == "model.embed_tokens.weight":
         return "token_embd.weight"
     if name == "model.norm.weight":
@@ -42,7 +46,11 @@ def _tensor_name(name: str) -> str:
 
 
 def write_gguf(model_dir: Path, out: Path) -> Path:
-    """Write the model in ``model_dir`` as the GGUF file ``out`` (F32) and return ``out``."""
+    """Write the model in ``model_dir`` as the GGUF file ``out`` (F32) and return ``out``.
+
+    A Qwen2 or a Qwen3; a Qwen3 in the Qwen3-Embedding layout (``1_Pooling``, last-token
+    pooling) is written as llama.cpp's converter writes that family: ``pooling_type`` LAST and the
+    end-of-text token appended to every input (``add_eos_token``)."""
     import gguf
     import mlx.core as mx
     import numpy as np
@@ -65,7 +73,9 @@ def write_gguf(model_dir: Path, out: Path) -> Path:
         token_types.append(UNUSED)
     merges = [m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]]
 
-    writer = gguf.GGUFWriter(str(out), "qwen2")
+    arch = str(config["model_type"])
+    embedding = (model_dir / "1_Pooling" / "config.json").is_file()
+    writer = gguf.GGUFWriter(str(out), arch)
     writer.add_name(model_dir.name)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     writer.add_context_length(int(config["max_position_embeddings"]))
@@ -76,14 +86,21 @@ def write_gguf(model_dir: Path, out: Path) -> Path:
     writer.add_head_count_kv(int(config["num_key_value_heads"]))
     writer.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
     writer.add_rope_freq_base(float(config["rope_theta"]))
+    if "head_dim" in config:
+        writer.add_key_length(int(config["head_dim"]))
+        writer.add_value_length(int(config["head_dim"]))
+    if embedding:
+        writer.add_pooling_type(gguf.PoolingType.LAST)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("gpt-2")  # the tokenizer's ByteLevel split is GPT-2's pattern
     writer.add_token_list(tokens)
     writer.add_token_types(token_types)
     writer.add_token_merges(merges)
-    writer.add_eos_token_id(vocab[tokenizer_config["eos_token"]])
+    writer.add_eos_token_id(vocab["<|endoftext|>" if embedding else tokenizer_config["eos_token"]])
     writer.add_pad_token_id(vocab[tokenizer_config["pad_token"]])
     writer.add_add_bos_token(False)
+    if embedding:
+        writer.add_add_eos_token(True)
     writer.add_chat_template(tokenizer_config["chat_template"])
 
     weights = mx.load(str(model_dir / "model.safetensors"))

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from inference.backends.base import ModelInfo, ModelLoadError
-from inference.backends.model_kinds import GenerationOnly
 from inference.backends.chat_template import render
 from inference.backends.llamacpp.batch import LlamaCppBatch
+from inference.backends.llamacpp.embedding import POOLING_TYPES, LlamaCppEmbeddingModel
+from inference.backends.model_kinds import GenerationOnly
 from inference.store.gguf_file import GGUFError, GGUFHeader, is_gguf, read_header
 from validation.constraint import GrammarCache, TokenConstraint
 
@@ -77,6 +78,7 @@ def describe_gguf(file: Path, header: GGUFHeader | None = None) -> ModelInfo:
     vocab_size = getattr(vocab, "length", len(vocab) if isinstance(vocab, list) else None)
     size = sum(f.stat().st_size for f in _shards(file))
     context = header.arch_value("context_length")
+    pooling = header.arch_value("pooling_type")
     return ModelInfo(
         family=header.architecture,
         context_length=int(context) if isinstance(context, int) else 4096,
@@ -84,6 +86,7 @@ def describe_gguf(file: Path, header: GGUFHeader | None = None) -> ModelInfo:
         quantization=header.quantization,
         chat_template=template if isinstance(template, str) else None,
         size_bytes=size,
+        pooling=POOLING_TYPES.get(pooling, "") if isinstance(pooling, int) else "",
         extra={
             "format": "gguf",
             "embedding_length": header.arch_value("embedding_length"),
@@ -309,11 +312,14 @@ class LlamaCppBackend:
             raise ValueError(f"{path} holds no GGUF file")
         return describe_gguf(file)
 
-    def load(self, path: Path, num_ctx: int | None = None) -> LlamaCppModel:
+    def load(self, path: Path, num_ctx: int | None = None) -> LlamaCppModel | LlamaCppEmbeddingModel:
         file = gguf_file(path)
         if file is None:
             raise ModelLoadError(f"{path} holds no GGUF file")
         try:
+            info = describe_gguf(file)
+            if info.embedding:
+                return LlamaCppEmbeddingModel(file, info, self.settings.threads, install_hint())
             return LlamaCppModel(file, self.settings, num_ctx)
         except ModelLoadError:
             raise

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from inference.backends.base import ModelInfo, ModelLoadError, SamplingParams
-from inference.backends.model_kinds import GenerationOnly
 from inference.backends.chat_template import template_message
 from inference.backends.mlx import blas_shim as mlx_blas
 from inference.backends.mlx.batch import MlxBatch, PrefixCache, make_processors, make_sampler
+from inference.backends.mlx.embedding import MlxEmbeddingModel
+from inference.backends.model_kinds import GenerationOnly
+from inference.backends.sentence_layout import pooling_of
 from validation.constraint import GrammarCache, TokenConstraint
 
 _DTYPE_NAMES = {"F32": "F32", "F16": "F16", "BF16": "BF16"}
@@ -79,6 +81,7 @@ def describe_directory(path: Path) -> ModelInfo:
         quantization=quantization,
         chat_template=chat_template if isinstance(chat_template, str) else None,
         size_bytes=size,
+        pooling=pooling_of(path, config),
         extra={
             "embedding_length": config.get("hidden_size"),
             "block_count": config.get("num_hidden_layers"),
@@ -242,12 +245,15 @@ class MlxBackend:
     def describe(self, path: Path) -> ModelInfo:
         return describe_directory(path)
 
-    def load(self, path: Path, num_ctx: int | None = None) -> MlxModel:
+    def load(self, path: Path, num_ctx: int | None = None) -> MlxModel | MlxEmbeddingModel:
         if not any(path.glob("tokenizer*")):
             raise ModelLoadError("no tokenizer files (tokenizer.json / tokenizer_config.json)")
         mlx_blas.install(self.openblas)  # before the first load imports MLX; decided once
         mlx_blas.verify()  # MLX is imported now: check the products really reach the shim
         try:
+            info = describe_directory(path)
+            if info.embedding:
+                return MlxEmbeddingModel(path, info)
             return MlxModel(path, self.cache)
         except ModelLoadError:
             raise
