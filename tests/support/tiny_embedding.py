@@ -54,7 +54,7 @@ def _save(model: Any, out: Path, strip: str = "") -> None:
 
 
 def build_encoder(
-    out: Path, *, width: int = 32, layers: int = 2, vocab_size: int = 400, seed: int = 0
+    out: Path, *, width: int = 32, layers: int = 2, heads: int = 2, vocab_size: int = 400, seed: int = 0
 ) -> Path:
     """A tiny mean-pooled BERT embedding model directory (see the module docstring)."""
     import mlx.core as mx
@@ -69,7 +69,9 @@ def build_encoder(
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size, special_tokens=WORDPIECE_SPECIALS, show_progress=False
     )
-    tok.train_from_iterator(CORPUS * 4 + synthetic_corpus(2000), trainer=trainer)
+    tok.train_from_iterator(
+        CORPUS * 4 + synthetic_corpus(2000 if vocab_size <= 1000 else 20000), trainer=trainer
+    )
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -92,9 +94,9 @@ def build_encoder(
         "model_type": "bert",
         "hidden_size": width,
         "num_hidden_layers": layers,
-        "num_attention_heads": 2,
-        "intermediate_size": width * 2,
-        "max_position_embeddings": 128,
+        "num_attention_heads": heads,
+        "intermediate_size": width * 4 if width >= 128 else width * 2,
+        "max_position_embeddings": 512 if width >= 128 else 128,
         "type_vocab_size": 2,
         "vocab_size": tok.get_vocab_size(),
         "layer_norm_eps": 1e-12,
