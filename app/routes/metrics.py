@@ -84,7 +84,7 @@ class RequestMetrics:
 
     def observe(self, report: JobReport) -> None:
         model = report.model
-        if report.kind != "generate":
+        if report.kind not in ("generate", "embed"):
             return  # loads and unloads are counted by the engine
         self.prompt_tokens.labels(model).inc(report.prompt_tokens)
         self.generation_tokens.labels(model).inc(report.generated_tokens)

@@ -337,7 +337,8 @@ class Engine:
         first embedding request."""
         if resident.embeddings:
             work = resident.embeddings[0]
-            if not work.step():
+            shared = any(r.sequences for r in self._resident.values() if r is not resident)
+            if not work.step(shared):
                 resident.embeddings.popleft()
                 self._finished(work.job)
                 self._settle(resident)
