@@ -14,6 +14,8 @@ import trio
 from app.config import Settings
 from app.protocol import fields
 from app.protocol.errors import BadRequest, NotFound
+from app.protocol.requests import ChatRequest
+from app.protocol.steering import read_steering
 from inference.engine.job import GenerationRequest, JobKind, Steering, Truncation
 from inference.engine.scheduler import Engine
 from inference.store.model_store import InvalidModelName, ModelNotFound, ModelStore, StoredModel
@@ -80,6 +82,16 @@ class Services:
             keep_alive=keep_alive,
             steering=steering or Steering(),
             template=model.template,
+        )
+
+    async def translated_chat(self, chat: ChatRequest, model: StoredModel) -> GenerationRequest:
+        """The engine request for a chat another dialect's body was translated into (OpenAI's
+        chat completions and Responses, Anthropic's Messages): steered and checked as
+        ``/api/chat`` does its own."""
+        native = chat.model_dump(by_alias=True, exclude_none=True)
+        steering = await read_steering(native, model.name, model.info)
+        return self.generation_request(
+            native, model, fields.messages(native), has_input=True, steering=steering
         )
 
     async def list_models(self) -> list[StoredModel]:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.protocol.errors import BadRequest
-from app.protocol.requests import Body, ChatRequest, ModelField, describe
+from app.protocol.openai_request import as_chat_request, bad
+from app.protocol.requests import Body, ChatRequest, ModelField
 
 
 class Block(BaseModel):
@@ -102,10 +103,6 @@ class MessagesRequest(CountTokensRequest):
     top_k: int | None = Field(None, examples=[40])
     seed: int | None = Field(None, description="trillm extension, as on /v1/chat/completions", examples=[1])
     metadata: dict[str, Any] | None = Field(None, description="accepted, not used")
-
-
-def bad(message: str, param: str) -> BadRequest:
-    return BadRequest(message, param=param)
 
 
 def _text(content: object, where: str) -> str:
@@ -272,8 +269,4 @@ def native_chat(body: dict[str, Any], *, can_think: bool, counting: bool = False
         "parallel_tool_calls": parallel,
         "truncate": False,
     }
-    try:
-        return ChatRequest.model_validate({k: v for k, v in native.items() if v is not None})
-    except ValidationError as error:
-        message, param = describe(ChatRequest, error.errors()[0], "openai")
-        raise bad(message, param or "messages") from None
+    return as_chat_request(native, "messages")

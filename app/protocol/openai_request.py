@@ -171,11 +171,18 @@ def native_chat(body: dict[str, Any]) -> ChatRequest:
         "top_logprobs": body.get("top_logprobs"),
         "truncate": False,
     }
+    return as_chat_request(native, "messages")
+
+
+def as_chat_request(native: dict[str, Any], param: str) -> ChatRequest:
+    """A translated body (its ``None`` fields dropped) held to the native chat request model, as
+    a native body is; a problem is a 400 naming the field (else ``param``). Every dialect's
+    translation ends here."""
     try:
         return ChatRequest.model_validate({k: v for k, v in native.items() if v is not None})
     except ValidationError as error:
-        message, param = describe(ChatRequest, error.errors()[0], "openai")
-        raise bad(message, param or "messages") from None
+        message, field = describe(ChatRequest, error.errors()[0], "openai")
+        raise bad(message, field or param) from None
 
 
 def think(body: dict[str, Any]) -> object:

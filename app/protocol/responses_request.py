@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.protocol.errors import BadRequest
-from app.protocol.openai_request import EFFORT, OPENAI_ROLES, native_options
-from app.protocol.requests import Body, ChatRequest, JsonSchemaFormat, ModelField, Reasoning, describe
+from app.protocol.openai_request import EFFORT, OPENAI_ROLES, as_chat_request, bad, native_options
+from app.protocol.requests import Body, ChatRequest, JsonSchemaFormat, ModelField, Reasoning
 
 STATELESS = (
     "this server is stateless: it keeps no responses or conversations, so send the whole "
@@ -96,10 +95,6 @@ class ResponsesRequest(Body):
     store: bool | None = Field(None, description="only false: the server keeps nothing")
     metadata: dict[str, Any] | None = Field(None, description="echoed back")
     user: str | None = Field(None, description="accepted, not used")
-
-
-def bad(message: str, param: str) -> BadRequest:
-    return BadRequest(message, param=param)
 
 
 def _parts_text(content: object, where: str) -> str:
@@ -262,8 +257,4 @@ def native_chat(body: dict[str, Any]) -> ChatRequest:
         "parallel_tool_calls": body.get("parallel_tool_calls"),
         "truncate": False,
     }
-    try:
-        return ChatRequest.model_validate({k: v for k, v in native.items() if v is not None})
-    except ValidationError as error:
-        message, param = describe(ChatRequest, error.errors()[0], "openai")
-        raise bad(message, param or "input") from None
+    return as_chat_request(native, "input")

@@ -25,7 +25,7 @@ from app.protocol.anthropic_request import CountTokensRequest, MessagesRequest
 from app.protocol.errors import ANTHROPIC_TYPES
 from app.protocol.ndjson import json_response
 from app.protocol.sse import event
-from app.protocol.steering import can_think, read_steering
+from app.protocol.steering import can_think
 from app.routes.job_responses import Keepalive, respond, run_to_end
 from app.services import Services
 from inference.engine.job import CallOut, Finished, Partial, TextChunk
@@ -162,10 +162,7 @@ def register(app: Quart, services: Services) -> None:
     async def native_request(body: dict[str, Any], *, counting: bool = False) -> Any:
         model = await services.find_model(body.get("model"))
         chat = anthropic_request.native_chat(body, can_think=can_think(model.info), counting=counting)
-        native = chat.model_dump(by_alias=True, exclude_none=True)
-        steering = await read_steering(native, model.name, model.info)
-        messages = fields.messages(native)
-        return services.generation_request(native, model, messages, has_input=True, steering=steering)
+        return await services.translated_chat(chat, model)
 
     @app.post("/v1/messages")
     async def messages() -> Response:

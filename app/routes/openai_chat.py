@@ -19,7 +19,6 @@ from app.protocol import fields, openai_request
 from app.protocol.errors import openai_error
 from app.protocol.requests import ChatCompletionRequest
 from app.protocol.sse import DONE, event
-from app.protocol.steering import read_steering
 from app.routes.job_responses import respond
 from app.services import Services
 from inference.engine.job import CallOut, Finished, Partial, TextChunk
@@ -149,10 +148,7 @@ def register(app: Quart, services: Services) -> None:
     async def chat_completions() -> Response:
         body = await fields.read_request(ChatCompletionRequest, "openai")
         model = await services.find_model(body.get("model"))
-        native = openai_request.native_chat(body).model_dump(by_alias=True, exclude_none=True)
-        messages = fields.messages(native)
-        steering = await read_steering(native, model.name, model.info)
-        request = services.generation_request(native, model, messages, has_input=True, steering=steering)
+        request = await services.translated_chat(openai_request.native_chat(body), model)
         stream, include_usage = stream_options(body)
         codec = ChatCodec(str(body["model"]), include_usage)
         return await respond(services.engine, request, stream=stream, codec=codec)

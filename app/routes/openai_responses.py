@@ -21,7 +21,6 @@ from quart import Quart, Response
 from app.protocol import fields, responses_request
 from app.protocol.responses_request import ResponsesRequest
 from app.protocol.sse import event
-from app.protocol.steering import read_steering
 from app.routes.job_responses import respond
 from app.services import Services
 from inference.engine.job import CallOut, Finished, Partial, TextChunk
@@ -237,9 +236,6 @@ def register(app: Quart, services: Services) -> None:
     async def responses() -> Response:
         body = await fields.read_request(ResponsesRequest, "openai")
         model = await services.find_model(body.get("model"))
-        native = responses_request.native_chat(body).model_dump(by_alias=True, exclude_none=True)
-        messages = fields.messages(native)
-        steering = await read_steering(native, model.name, model.info)
-        request = services.generation_request(native, model, messages, has_input=True, steering=steering)
+        request = await services.translated_chat(responses_request.native_chat(body), model)
         codec = ResponsesCodec(body)
         return await respond(services.engine, request, stream=bool(body.get("stream")), codec=codec)
