@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.protocol.errors import BadRequest
-from app.protocol.openai_request import as_chat_request, bad
+from app.protocol.openai_request import as_chat_request, bad, tool_message
 from app.protocol.requests import Body, ChatRequest, ModelField
 
 
@@ -161,15 +161,7 @@ def native_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
                 call_id = block.get("tool_use_id")
                 if not call_id:
                     raise bad(f"{here}: a tool_result block needs tool_use_id", where)
-                result = _text(block.get("content"), f"{here}.content")
-                results.append(
-                    {
-                        "role": "tool",
-                        "content": result,
-                        "tool_call_id": call_id,
-                        "tool_name": names.get(call_id, ""),
-                    }
-                )
+                results.append(tool_message(_text(block.get("content"), f"{here}.content"), call_id, names))
             else:
                 raise _refused(kind, here)
         out.extend(results)

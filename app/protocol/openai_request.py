@@ -69,6 +69,12 @@ def _calls(raw: object, where: str) -> list[dict[str, Any]]:
     return calls
 
 
+def tool_message(content: str, call_id: str, names: dict[str, str]) -> dict[str, Any]:
+    """The native ``tool`` message answering the call ``call_id`` (``names``: call id -> the
+    tool's name, from the conversation's earlier calls)."""
+    return {"role": "tool", "content": content, "tool_call_id": call_id, "tool_name": names.get(call_id, "")}
+
+
 def native_messages(body: dict[str, Any]) -> list[dict[str, object]]:
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:

@@ -16,7 +16,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.protocol.openai_request import EFFORT, OPENAI_ROLES, as_chat_request, bad, native_options
+from app.protocol.openai_request import (
+    EFFORT,
+    OPENAI_ROLES,
+    as_chat_request,
+    bad,
+    native_options,
+    tool_message,
+)
 from app.protocol.requests import Body, ChatRequest, JsonSchemaFormat, ModelField, Reasoning
 
 STATELESS = (
@@ -158,15 +165,7 @@ def native_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
             call_id = item.get("call_id")
             if not call_id:
                 raise bad(f"{where}.call_id is required for a function_call_output", where)
-            result = _parts_text(item.get("output"), f"{where}.output")
-            out.append(
-                {
-                    "role": "tool",
-                    "content": result,
-                    "tool_call_id": call_id,
-                    "tool_name": names.get(call_id, ""),
-                }
-            )
+            out.append(tool_message(_parts_text(item.get("output"), f"{where}.output"), call_id, names))
         elif kind == "reasoning":
             thinking += _parts_text(item.get("content") or item.get("summary"), f"{where}.content")
         elif kind == "item_reference":
