@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import os
 import re
@@ -203,6 +204,8 @@ def _run(client: Client, args: argparse.Namespace) -> None:
         _pull(client, args)
     elif response.is_error:
         raise CliError(server_message(response))
+    elif response.json().get("capabilities") == ["embedding"]:
+        return _print_embedding(client, args)
     session = repl.Session(
         model=args.model,
         verbose=args.verbose,
@@ -212,6 +215,22 @@ def _run(client: Client, args: argparse.Namespace) -> None:
         keep_alive=args.keepalive,
     )
     repl.run(client, session, " ".join(args.prompt))
+
+
+def _print_embedding(client: Client, args: argparse.Namespace) -> None:
+    """``run`` of an embedding model prints the input's vector as a JSON array, as ``ollama run``
+    does; the input is the arguments, after piped text."""
+    text = " ".join(args.prompt)
+    if not sys.stdin.isatty():
+        piped = sys.stdin.read().strip()
+        text = f"{piped} {text}".strip() if piped else text
+    if not text:
+        raise CliError(
+            f"{args.model} is an embedding model: give it text, e.g. trillm run {args.model} 'hello'"
+        )
+    body = {"model": args.model, "input": text} | ({"keep_alive": args.keepalive} if args.keepalive else {})
+    vector = client.call("POST", "/api/embed", body).json()["embeddings"][0]
+    print(json.dumps(vector))
 
 
 def _pullable(name: str) -> bool:

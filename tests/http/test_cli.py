@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -82,6 +83,16 @@ async def test_run_answers_a_prompt_or_stdin_once(server: Server) -> None:
     assert code == 0 and "eval rate:" in out and "time to first token:" in out
     code, _, err = await trillm(server, "run", "failing", "x")
     assert code == 1 and err.startswith("Error: ") and "Traceback" not in err
+
+
+async def test_run_of_an_embedding_model_prints_the_vector(server: Server) -> None:
+    code, out, _ = await trillm(server, "run", "fakeembed", "hello")
+    vector = json.loads(out)
+    assert code == 0 and len(vector) == 8 and abs(sum(v * v for v in vector) - 1) < 1e-6
+    code, piped, _ = await trillm(server, "run", "fakeembed", stdin=b"hello\n")
+    assert code == 0 and json.loads(piped) == vector
+    code, _, err = await trillm(server, "run", "fakeembed", stdin=b"")
+    assert code == 1 and "is an embedding model" in err
 
 
 async def test_create_from_a_modelfile(server: Server, tmp_path: Path, store: Path) -> None:
