@@ -26,6 +26,7 @@ from pathlib import Path
 import trio
 
 from inference.backends.base import Backend, LoadedModel, ModelInfo
+from inference.engine import heap
 from inference.engine.batch import Admission, DecodeBatch
 from inference.engine.embedding import EmbedWork
 from inference.engine.generation import Generation
@@ -116,6 +117,7 @@ class Engine:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; ready (``started``) once the worker thread is running."""
         self._trio_token = trio.lowlevel.current_trio_token()
+        heap.freeze()  # the imports are done: keep full collections short (engine/heap.py)
         self._worker.start()
         try:
             async with trio.open_nursery() as nursery:
@@ -423,6 +425,7 @@ class Engine:
         # it): the model loads with the default, so later requests are not held to it.
         larger = num_ctx if num_ctx is not None and num_ctx > self.default_num_ctx else None
         model = backend.load(path, larger)
+        heap.freeze()
         self._loads += 1
         resident = Resident(name, path, model, model.info, math.inf)
         self._resident[name] = resident
@@ -460,12 +463,15 @@ class Engine:
         resident.keep_alive = 0
         self._settle(resident)
 
-    def _unload(self, name: str) -> None:
+    def _unload(self, name: str, *, closing: bool = False) -> None:
         resident = self._resident.pop(name, None)
         if resident is not None:
             if resident.batch is not None:
                 resident.batch.close()
             resident.model.close()
+            heap.thaw()
+            if self._resident and not closing:  # others stay loaded: free this one's cycles now
+                heap.settle()
             self._unloads += 1
             log.info("unloaded %s", name)
 
@@ -478,7 +484,7 @@ class Engine:
     def _close_thread(self) -> None:
         """The worker thread's last call: unload every model, then free per-thread state."""
         for name in list(self._resident):
-            self._unload(name)
+            self._unload(name, closing=True)
         for backend in self._backends:
             try:
                 backend.release_thread()
