@@ -4,7 +4,8 @@ One :class:`Engine` lives in the application's nursery (``await nursery.start(en
 admits requests into a bounded FIFO queue. On the dedicated worker thread, a loop moves queued
 requests into their model's :class:`~inference.engine.batch.DecodeBatch` while it holds fewer than
 ``num_parallel`` sequences, then advances every batch one step; requests join and leave between
-steps. Models stay resident for their ``keep_alive`` and are unloaded when it runs out, or, when
+steps. An embedding model's requests take its turns instead, one batch of inputs each
+(:mod:`inference.engine.embedding`). Models stay resident for their ``keep_alive`` and are unloaded when it runs out, or, when
 ``max_loaded`` models are in memory and another is needed, the idle one used least recently goes.
 A request is linked to its generation only by its :class:`~inference.engine.job.Job`; closing the job is
 what cancels the work, wherever it is: a queued job leaves the queue at once, a running one leaves
