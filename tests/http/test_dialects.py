@@ -244,6 +244,46 @@ async def test_messages_tool_use_round_trip(server: Server) -> None:
     assert named.stop_reason == "tool_use"
 
 
+async def test_a_claude_code_shaped_request(server: Server) -> None:
+    """What Claude Code sends: ``?beta=true``, beta headers, system blocks and tools with
+    ``cache_control``, metadata, adaptive thinking, a large ``max_tokens``, streaming."""
+    body = {
+        "model": "faketools",
+        "max_tokens": 32000,
+        "stream": True,
+        "metadata": {"user_id": "user_abc_account_123"},
+        "system": [
+            {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": "Be concise."},
+        ],
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "weather?", "cache_control": {"type": "ephemeral"}}],
+            }
+        ],
+        "tools": [ANTHROPIC_WEATHER | {"cache_control": {"type": "ephemeral"}}],
+        "thinking": {"type": "adaptive"},
+        "temperature": 1,
+    }
+    headers = {
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14",
+        "x-api-key": "unused",
+    }
+    async with server.client() as http:
+        r = await http.post("/v1/messages?beta=true", json=body, headers=headers)
+        assert r.status_code == 200, r.text
+        events = sse(r.text)
+        starts = [data["content_block"] for name, data in events if name == "content_block_start"]
+        assert [b["type"] for b in starts] == ["text", "tool_use", "text"]  # "Sure.", the call, " Done."
+        assert starts[1]["name"] == "get_weather"
+        delta = next(data for name, data in events if name == "message_delta")
+        assert delta["delta"]["stop_reason"] == "tool_use"
+        counted = await http.post("/v1/messages/count_tokens?beta=true", json=body, headers=headers)
+        assert counted.status_code == 200 and counted.json()["input_tokens"] > 0
+
+
 async def test_count_tokens(server: Server) -> None:
     client = claude(server)
     short = await client.messages.count_tokens(model="fake", messages=[{"role": "user", "content": "hi"}])

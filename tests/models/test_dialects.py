@@ -139,6 +139,37 @@ async def test_the_agents_sdk_runs_an_agent_with_a_function_tool(server: Server)
     assert result.final_output == "It is 22 degrees and sunny in Paris."
 
 
+async def test_the_agents_sdk_streams_an_agent_run(server: Server) -> None:
+    """``Runner.run_streamed`` (the SDK's streaming path: ``responses.stream`` underneath) against
+    trillm: the tool call, its output and the answer arrive as the SDK's run events."""
+    import agents
+
+    async def get_weather(context: Any, arguments: str) -> str:
+        return "22 degrees and sunny"
+
+    async def run() -> tuple[list[str], Any]:
+        tool = agents.FunctionTool(
+            name=FUNCTION["name"],
+            description=FUNCTION["description"],
+            params_json_schema=FUNCTION["parameters"],
+            on_invoke_tool=get_weather,
+            strict_json_schema=False,
+        )
+        model = agents.OpenAIResponsesModel(model="agent", openai_client=oai(server))
+        settings = agents.ModelSettings(temperature=0)
+        agent = agents.Agent(name="weather", model=model, tools=[tool], model_settings=settings)
+        config = agents.RunConfig(tracing_disabled=True)
+        result = agents.Runner.run_streamed(agent, ASK_PARIS["content"], run_config=config)
+        kinds = [
+            event.item.type async for event in result.stream_events() if event.type == "run_item_stream_event"
+        ]
+        return kinds, result.final_output
+
+    kinds, answer = await trio.to_thread.run_sync(lambda: asyncio.run(run()))
+    assert kinds[:2] == ["tool_call_item", "tool_call_output_item"] and "message_output_item" in kinds
+    assert answer == "It is 22 degrees and sunny in Paris."
+
+
 # -- /v1/messages ------------------------------------------------------------------------------
 
 
