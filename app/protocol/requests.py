@@ -155,6 +155,9 @@ ToolChoiceField = Field(
 ModelField = Field(
     None, description="the model's name", examples=["fake"], json_schema_extra={"minLength": 1}
 )
+EmbeddingModelField = Field(
+    None, description="an embedding model's name", examples=["fakeembed"], json_schema_extra={"minLength": 1}
+)
 
 
 class ChatRequest(Body):
@@ -268,7 +271,7 @@ class EmbedRequest(Body):
 
     worded_later = frozenset({"keep_alive"})
     model_config = ConfigDict(json_schema_extra={"required": ["model"]})
-    model: str | None = ModelField
+    model: str | None = EmbeddingModelField
     input: str | list[str] | None = Field(
         None, description="a string or an array of strings", examples=["hello"]
     )
@@ -287,7 +290,7 @@ class LegacyEmbeddingsRequest(Body):
 
     worded_later = frozenset({"keep_alive"})
     model_config = ConfigDict(json_schema_extra={"required": ["model"]})
-    model: str | None = ModelField
+    model: str | None = EmbeddingModelField
     prompt: str | None = Field(None, examples=["hello"])
     options: Options | None = None
     keep_alive: float | str | None = KeepAliveField
@@ -387,7 +390,7 @@ class EmbeddingsRequest(Body):
     """``POST /v1/embeddings``."""
 
     model_config = ConfigDict(json_schema_extra={"required": ["model", "input"]})
-    model: str | None = ModelField
+    model: str | None = EmbeddingModelField
     input: str | list[str] | list[int] | list[list[int]] | None = Field(
         None, description="a string, strings, token ids, or lists of token ids", examples=["hello"]
     )

@@ -57,6 +57,7 @@ async def test_schemathesis_finds_no_server_error(tmp_path: Path, hub: FakeHub) 
     store = tmp_path / "store"
     write_fake(store, "fake", pieces=["Hello", ",", " world", "!"])
     write_fake(store, "fakejson", pieces=['{"a"', ":", "1", "}"])
+    write_fake(store, "fakeembed", pooling="mean")  # the embedding routes' example model
     settings = Settings(host="127.0.0.1", port=0, models=store)
     async with running_server(settings) as server:
         command = [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json"]
