@@ -48,13 +48,14 @@ def register(app: Quart, services: Services) -> None:
     ) -> Finished:
         if not model.info.embedding:
             raise not_an_embedding_model(model)
+        keep_alive = fields.keep_alive(body)
         request = GenerationRequest(
             model=model.name,
             path=model.path,
-            kind="embed" if inputs else "load",
+            kind="embed" if inputs else ("unload" if keep_alive == 0 else "load"),
             inputs=inputs,
             truncate="tokens" if truncate else "off",
-            keep_alive=fields.keep_alive(body),
+            keep_alive=keep_alive,
         )
         return await run_to_end(services.engine, request)
 

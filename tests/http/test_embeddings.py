@@ -66,6 +66,10 @@ async def test_empty_input_loads_the_model(server: Server) -> None:
         assert legacy.json() == {"embedding": []}
         ps = (await http.get("/api/ps")).json()["models"]
         assert any(m["name"] == "fakeembed:latest" for m in ps)
+        gone = await http.post("/api/embed", json={"model": "fakeembed", "input": [], "keep_alive": 0})
+        assert gone.json()["embeddings"] == []
+        ps = (await http.get("/api/ps")).json()["models"]
+        assert not any(m["name"] == "fakeembed:latest" for m in ps)
 
 
 async def test_truncate(server: Server) -> None:
