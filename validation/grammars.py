@@ -11,6 +11,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from llguidance import LLMatcher
+
 from validation.grammar_schema import grammar_copy, tool_arguments
 
 MARKERS = ("<think>", "</think>", "<tool_call>", "</tool_call>", "[TOOL_CALLS]")
@@ -33,6 +35,16 @@ ANSWER_JSON_STYLE = {
 # Keywords llguidance does not implement (``uniqueItems``, ``dependencies``, unknown formats) are
 # skipped, and reported as warnings, rather than refused; the validator still checks them.
 LENIENT = {"lenient": True}
+
+
+def skipped_by(grammar: str) -> tuple[str, ...] | None:
+    """What a grammar built with :data:`LENIENT` leaves unenforced (llguidance's warnings, e.g.
+    ``Unimplemented keys: ["uniqueItems"]``); ``None`` when it does not compile or skips nothing,
+    so the strict compile's problem stands."""
+    failed, messages = LLMatcher.validate_grammar_with_warnings(grammar)
+    if failed or not messages:
+        return None
+    return tuple(dict.fromkeys(m.strip() for m in messages))
 
 
 def _embed(schema: dict[str, Any], style: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ import jsonschema
 from llguidance import LLMatcher
 
 from validation.grammar_schema import grammar_copy
-from validation.grammars import ANSWER_JSON_STYLE, LENIENT
+from validation.grammars import ANSWER_JSON_STYLE, LENIENT, skipped_by
 from validation.request_checks import FieldError, schema_problem
 
 JSON_OBJECT: dict[str, Any] = {"type": "object"}
@@ -124,12 +124,12 @@ def _approximate(decoded: dict[str, Any], problem: str) -> tuple[str, tuple[str,
     :class:`FieldError` with the strict problem when even that cannot be built."""
     try:
         lenient = LLMatcher.grammar_from_json_schema(decoded, overrides=ANSWER_JSON_STYLE | LENIENT)  # type: ignore[arg-type]
-        failed, messages = LLMatcher.validate_grammar_with_warnings(lenient)
+        skipped = skipped_by(lenient)
     except ValueError:
-        failed, messages = True, []
-    if failed or not messages:
+        skipped = None
+    if skipped is None:
         raise FieldError(f"format cannot be enforced: {problem.strip()}")
-    return lenient, tuple(dict.fromkeys(m.strip() for m in messages))
+    return lenient, skipped
 
 
 def prepare_format(value: str | dict[str, Any]) -> OutputFormat:

@@ -20,7 +20,7 @@ from llguidance import LLMatcher
 from app.protocol.errors import BadRequest
 from inference.backends.base import ModelInfo
 from inference.engine.job import Steering
-from validation.grammars import tool_grammar
+from validation.grammars import skipped_by, tool_grammar
 from validation.request_checks import FieldError, check_format, check_think, check_tools
 from validation.structured import prepare_format
 from validation.tool_calls import detect_format
@@ -160,23 +160,24 @@ def steering_of(
     )
 
 
-def _check_grammar(fmt: str, tools_text: str, lenient: str) -> str:
-    """Why the call grammar of these tools cannot be compiled ("" when it can); ``lenient``
-    ("1"): the grammar that skips what it cannot enforce, answering with what it skips, one per
-    line, after ``"ok\n"``."""
-    tools = json.loads(tools_text)
-    grammar = tool_grammar(fmt, tools, thinking=False, inside=False, required=True, lenient=bool(lenient))
-    if not grammar:
-        return ""
-    if not lenient:
-        return LLMatcher.validate_grammar(grammar)
-    failed, messages = LLMatcher.validate_grammar_with_warnings(grammar)
-    if failed or not messages:
-        return ""
-    return "ok\n" + "\n".join(dict.fromkeys(m.strip() for m in messages))
+def _check_grammar(fmt: str, tools_text: str) -> str:
+    """Why the call grammar of these tools cannot be compiled ("" when it can)."""
+    grammar = tool_grammar(fmt, json.loads(tools_text), thinking=False, inside=False, required=True)
+    return LLMatcher.validate_grammar(grammar) if grammar else ""
+
+
+def _lenient_skips(fmt: str, tools_text: str) -> str | None:
+    """What the lenient call grammar of these tools leaves out, one per line; ``None`` when not
+    even that grammar compiles."""
+    grammar = tool_grammar(
+        fmt, json.loads(tools_text), thinking=False, inside=False, required=True, lenient=True
+    )
+    skipped = skipped_by(grammar) if grammar else None
+    return None if skipped is None else "\n".join(skipped)
 
 
 _grammar_problem = Verdicts("tool grammar", _check_grammar, size=256)
+_grammar_skips = Verdicts("lenient tool grammar", _lenient_skips, size=256)
 
 
 def _apply_choice(tools: list[dict[str, Any]], choice: object) -> tuple[list[dict[str, Any]], bool]:
@@ -208,10 +209,10 @@ def _apply_choice(tools: list[dict[str, Any]], choice: object) -> tuple[list[dic
 def tool_enforcement(fmt: str, toolset: ToolSet) -> tuple[str, ...]:
     """What the call grammar leaves to the validator (nothing when it enforces every schema
     whole); a 400 when not even a lenient grammar can be built."""
-    problem = _grammar_problem(fmt, toolset.text, "")
+    problem = _grammar_problem(fmt, toolset.text)
     if not problem:
         return ()
-    lenient = _grammar_problem(fmt, toolset.text, "1") or ""
-    if not lenient.startswith("ok\n"):
+    skipped = _grammar_skips(fmt, toolset.text)
+    if skipped is None:
         raise BadRequest(f"tools cannot be enforced: {problem.strip()}")
-    return tuple(lenient.splitlines()[1:])
+    return tuple(skipped.splitlines())

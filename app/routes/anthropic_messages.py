@@ -28,7 +28,7 @@ from app.protocol.sse import event
 from app.protocol.steering import can_think
 from app.routes.job_responses import Keepalive, respond, run_to_end
 from app.services import Services
-from inference.engine.job import CallOut, Finished, Partial, TextChunk
+from inference.engine.job import CallOut, Finished, GenerationRequest, Partial, TextChunk
 
 SSE = "text/event-stream"
 PING = event({"type": "ping"}, "ping")
@@ -159,7 +159,7 @@ class MessagesCodec:
 
 
 def register(app: Quart, services: Services) -> None:
-    async def native_request(body: dict[str, Any], *, counting: bool = False) -> Any:
+    async def native_request(body: dict[str, Any], *, counting: bool = False) -> GenerationRequest:
         model = await services.find_model(body.get("model"))
         chat = anthropic_request.native_chat(body, can_think=can_think(model.info), counting=counting)
         return await services.translated_chat(chat, model)

@@ -64,7 +64,7 @@ def register(app: Quart, services: Services) -> None:
         body = await fields.read_request(EmbedRequest)
         model = await services.find_model(body.get("model"), missing_is_404=True)
         raw = body.get("input")
-        inputs = [raw] if isinstance(raw, str) and raw else ([] if isinstance(raw, str) else list(raw or []))
+        inputs = ([raw] if raw else []) if isinstance(raw, str) else list(raw or [])
         keep = dimensions(body)
         finished = await embed(model, body, inputs, truncate=fields.typed(body, "truncate", bool, True))
         return json_response(

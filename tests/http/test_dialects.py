@@ -45,6 +45,11 @@ def sse(text: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def streamed_message(model: str) -> dict[str, Any]:
+    """A streamed ``/v1/messages`` body saying "hi"."""
+    return {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+
 # -- /v1/responses -----------------------------------------------------------------------------
 
 
@@ -174,12 +179,7 @@ async def test_messages_create_and_stream(server: Server) -> None:
 
 async def test_messages_event_sequence_and_stop_reasons(server: Server) -> None:
     async with server.client() as http:
-        body = {
-            "model": "fake",
-            "max_tokens": 64,
-            "messages": [{"role": "user", "content": "hi"}],
-            "stream": True,
-        }
+        body = streamed_message("fake")
         r = await http.post("/v1/messages", json=body)
         names = [name for name, _ in sse(r.text)]
         assert names[:3] == ["message_start", "ping", "content_block_start"]
@@ -375,13 +375,7 @@ async def test_the_anthropic_client_raises_its_own_exceptions(server: Server) ->
 
 async def test_a_failure_mid_stream_is_an_error_event(server: Server) -> None:
     async with server.client() as http:
-        body = {
-            "model": "failing",
-            "max_tokens": 64,
-            "messages": [{"role": "user", "content": "hi"}],
-            "stream": True,
-        }
-        r = await http.post("/v1/messages", json=body)
+        r = await http.post("/v1/messages", json=streamed_message("failing"))
         events = sse(r.text)
         assert events[-1][0] == "error" and events[-1][1]["error"]["type"] == "api_error"
         responses = await http.post("/v1/responses", json={"model": "failing", "input": "hi", "stream": True})

@@ -108,6 +108,23 @@ async def test_responses_parse_with_pydantic_models(server: Server) -> None:
         assert list(json.loads(parsed.output_text)) == list(model.model_fields)
 
 
+def weather_agent(server: Server, get_weather: Any) -> Any:
+    """An Agents SDK agent on trillm's ``agent`` model, greedy, with the trained ``get_weather``
+    (its exact schema and description, so the prompt is the one the model learned)."""
+    import agents
+
+    tool = agents.FunctionTool(
+        name=FUNCTION["name"],
+        description=FUNCTION["description"],
+        params_json_schema=FUNCTION["parameters"],
+        on_invoke_tool=get_weather,
+        strict_json_schema=False,
+    )
+    model = agents.OpenAIResponsesModel(model="agent", openai_client=oai(server))
+    settings = agents.ModelSettings(temperature=0)
+    return agents.Agent(name="weather", model=model, tools=[tool], model_settings=settings)
+
+
 async def test_the_agents_sdk_runs_an_agent_with_a_function_tool(server: Server) -> None:
     """The Agents SDK's default path (the Responses API) runs its loop against trillm: the model
     calls the tool, the SDK runs it and sends the result back, the model answers from it. The
@@ -121,18 +138,10 @@ async def test_the_agents_sdk_runs_an_agent_with_a_function_tool(server: Server)
         return "22 degrees and sunny"
 
     async def run() -> Any:
-        tool = agents.FunctionTool(
-            name=FUNCTION["name"],
-            description=FUNCTION["description"],
-            params_json_schema=FUNCTION["parameters"],
-            on_invoke_tool=get_weather,
-            strict_json_schema=False,
-        )
-        model = agents.OpenAIResponsesModel(model="agent", openai_client=oai(server))
-        settings = agents.ModelSettings(temperature=0)
-        agent = agents.Agent(name="weather", model=model, tools=[tool], model_settings=settings)
         config = agents.RunConfig(tracing_disabled=True)
-        return await agents.Runner.run(agent, ASK_PARIS["content"], run_config=config)
+        return await agents.Runner.run(
+            weather_agent(server, get_weather), ASK_PARIS["content"], run_config=config
+        )
 
     result = await trio.to_thread.run_sync(lambda: asyncio.run(run()))
     assert ran == [{"city": "Paris"}]
@@ -148,17 +157,8 @@ async def test_the_agents_sdk_streams_an_agent_run(server: Server) -> None:
         return "22 degrees and sunny"
 
     async def run() -> tuple[list[str], Any]:
-        tool = agents.FunctionTool(
-            name=FUNCTION["name"],
-            description=FUNCTION["description"],
-            params_json_schema=FUNCTION["parameters"],
-            on_invoke_tool=get_weather,
-            strict_json_schema=False,
-        )
-        model = agents.OpenAIResponsesModel(model="agent", openai_client=oai(server))
-        settings = agents.ModelSettings(temperature=0)
-        agent = agents.Agent(name="weather", model=model, tools=[tool], model_settings=settings)
         config = agents.RunConfig(tracing_disabled=True)
+        agent = weather_agent(server, get_weather)
         result = agents.Runner.run_streamed(agent, ASK_PARIS["content"], run_config=config)
         kinds = [
             event.item.type async for event in result.stream_events() if event.type == "run_item_stream_event"

@@ -169,7 +169,9 @@ def _token_text(header: GGUFHeader, key: str, llama: Any) -> str:
 class LlamaCppModel(GenerationOnly):
     """A GGUF model loaded into one llama.cpp context of ``parallel`` sequence slots."""
 
-    def __init__(self, file: Path, settings: LlamaCppSettings, num_ctx: int | None = None) -> None:
+    def __init__(
+        self, file: Path, settings: LlamaCppSettings, header: GGUFHeader, num_ctx: int | None = None
+    ) -> None:
         try:
             import llama_cpp
             from llama_cpp._internals import LlamaContext
@@ -177,7 +179,6 @@ class LlamaCppModel(GenerationOnly):
         except ImportError as error:
             raise ModelLoadError(install_hint()) from error
         self._lib = llama_cpp
-        header = read_header(file)
         info = describe_gguf(file, header)
         self.max_sequences = max(1, settings.parallel)
         window = load_window(info, header, settings, self.max_sequences, num_ctx)
@@ -317,10 +318,11 @@ class LlamaCppBackend:
         if file is None:
             raise ModelLoadError(f"{path} holds no GGUF file")
         try:
-            info = describe_gguf(file)
+            header = read_header(file)  # once: the vocabulary makes it the costly part of a GGUF to read
+            info = describe_gguf(file, header)
             if info.embedding:
                 return LlamaCppEmbeddingModel(file, info, self.settings.threads, install_hint())
-            return LlamaCppModel(file, self.settings, num_ctx)
+            return LlamaCppModel(file, self.settings, header, num_ctx)
         except ModelLoadError:
             raise
         except (OSError, GGUFError) as error:

@@ -130,10 +130,10 @@ class MlxModel(GenerationOnly):
 
     max_sequences = 0
 
-    def __init__(self, path: Path, cache: CacheSettings) -> None:
+    def __init__(self, path: Path, cache: CacheSettings, info: ModelInfo) -> None:
         import mlx_lm
 
-        self.info = describe_directory(path)
+        self.info = info  # describe_directory(path), read once by the backend's load
         try:
             loaded = mlx_lm.load(str(path))
             self._model: Any = loaded[0]
@@ -254,7 +254,7 @@ class MlxBackend:
             info = describe_directory(path)
             if info.embedding:
                 return MlxEmbeddingModel(path, info)
-            return MlxModel(path, self.cache)
+            return MlxModel(path, self.cache, info)
         except ModelLoadError:
             raise
         except Exception as error:
