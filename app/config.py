@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.protocol.durations import parse_duration
+from validation.images import DEFAULT_MAX_PIXELS
 
 DEFAULT_PORT = 11434
 BACKENDS = ("mlx", "llamacpp")
@@ -66,6 +67,7 @@ class Settings:
     ollama_models: Path | None = None  # an Ollama store whose models are served read-only
     num_thread: int | None = None  # llama.cpp CPU threads (None: half the cores)
     mlx_openblas: bool = True  # Linux: MLX's float32 matrix products on NumPy's OpenBLAS
+    max_image_pixels: int = DEFAULT_MAX_PIXELS  # an image decoding to more pixels than this: 400
 
     def exposed(self) -> bool:
         """Whether the bind address is reachable from other machines."""
@@ -260,6 +262,7 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("METRICS", "metrics", _flag, "serve Prometheus metrics at /metrics"),
     Variable("MAX_BODY_BYTES", "max_body_bytes", _integer(1), "largest request body"),
+    Variable("MAX_IMAGE_PIXELS", "max_image_pixels", _integer(1), "most pixels an image may decode to"),
     Variable("MAX_HEADERS", "max_headers", _integer(1), "most request headers (431 beyond)"),
     Variable("HEADER_TIMEOUT", "header_timeout", _seconds, "seconds to send request headers"),
     Variable("BODY_TIMEOUT", "body_timeout", _seconds, "seconds to send a request body"),

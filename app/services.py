@@ -59,9 +59,11 @@ class Services:
 
         ``truncate`` is how an over-long prompt is shortened; the body's ``truncate: false``
         turns it off (a 400 then, as OpenAI's routes always answer)."""
+        short = model.name.removesuffix(":latest")
         if has_input and model.info.embedding:  # ``action``: what the route calls its work
-            short = model.name.removesuffix(":latest")
             raise BadRequest(f'"{short}" does not support {action}', param="model")
+        if not model.info.vision and any(m.get("images") for m in messages):
+            raise BadRequest(f'"{short}" does not support images: it is a text-only model', param="model")
         keep_alive = fields.keep_alive(body)
         options = fields.Options(with_defaults(model, body.get("options")), self.settings.context_length)
         params = replace(options.params, logprobs=fields.logprobs(body))
@@ -91,7 +93,11 @@ class Services:
         native = chat.model_dump(by_alias=True, exclude_none=True)
         steering = await read_steering(native, model.name, model.info)
         return self.generation_request(
-            native, model, fields.messages(native), has_input=True, steering=steering
+            native,
+            model,
+            fields.messages(native, self.settings.max_image_pixels),
+            has_input=True,
+            steering=steering,
         )
 
     async def list_models(self) -> list[StoredModel]:

@@ -28,7 +28,7 @@ from app.services import Services
 from inference.backends.fake import FakeBackend
 from inference.backends.mlx import blas_shim as mlx_blas
 from inference.backends.mlx.backend import release_mlx_streams
-from tests.support import tiny_embedding, tiny_gguf, tiny_model
+from tests.support import tiny_embedding, tiny_gguf, tiny_model, tiny_vision
 
 REAL_MODELS = ("tiny", "random", "jsonrandom", "agent", "jsontools")
 
@@ -129,8 +129,15 @@ def embedding_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+@pytest.fixture(scope="session")
+def vision_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2-VL (random weights, seconds to build) in the layout mlx-vlm loads."""
+    return tiny_vision.build_qwen2_vl(tmp_path_factory.mktemp("vision") / "qwen2vl")
+
+
 REAL_MODEL_FIXTURES = frozenset(
     {
+        "vision_dir",
         "tiny_dir",
         "random_dir",
         "json_random_dir",
@@ -167,6 +174,8 @@ def store(tmp_path: Path, backend_kind: str, request: pytest.FixtureRequest) -> 
             (root / name).symlink_to(request.getfixturevalue(fixture))
         for name in ("minilm", "qwen3embed"):
             (root / name).symlink_to(request.getfixturevalue("embedding_dirs")[name])
+        if "vision_dir" in request.fixturenames:
+            (root / "qwen2vl").symlink_to(request.getfixturevalue("vision_dir"))
     write_fake(root, "fake", pieces=["Hello", ",", " world", "!"])
     write_fake(root, "fakejson", pieces=['{"a"', ":", "1", ',"b":', '"x"', "}"])
     tools = "{% if tools %}<tool_call>{% endif %}"
@@ -180,6 +189,8 @@ def store(tmp_path: Path, backend_kind: str, request: pytest.FixtureRequest) -> 
     bad = ['<tool_call>{"name": "launch_rockets", "arguments": {}}</tool_call>']
     write_fake(root, "badtools", pieces=bad, template=tools)
     write_fake(root, "fakeembed", pooling="mean")
+    write_fake(root, "fakevision", pieces=["I", " see", "."], vision=True)
+    write_fake(root, "slowvision", pieces=["I", " see", "."], vision=True, encode_delay=0.5)
     write_fake(root, "shortembed", pooling="mean", context_length=16)
     write_fake(root, "slowembed", pooling="mean", embed_delay=0.05)
     write_fake(root, "slow", pieces=["tick "], loop=True, delay=0.02)

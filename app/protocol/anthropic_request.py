@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.protocol.errors import BadRequest
-from app.protocol.openai_request import as_chat_request, bad, tool_message
+from app.protocol.openai_request import as_chat_request, bad, image_payload, tool_message
 from app.protocol.requests import Body, ChatRequest, ModelField
 
 
@@ -118,9 +118,22 @@ def _text(content: object, where: str) -> str:
 
 
 def _refused(kind: object, where: str) -> BadRequest:
-    if kind in ("image", "document"):
-        return bad(f"{where}: {kind} blocks are not supported: this server serves text only", where)
-    return bad(f"{where}: {kind!r} blocks are not supported (text, tool_use, tool_result, thinking)", where)
+    if kind == "document":
+        return bad(f"{where}: document blocks are not supported (text and images only)", where)
+    return bad(
+        f"{where}: {kind!r} blocks are not supported (text, image, tool_use, tool_result, thinking)", where
+    )
+
+
+def _image(block: dict[str, Any], where: str) -> str:
+    """The base64 of an ``image`` block (``source.type`` base64, or a base64 data URL)."""
+    source = block.get("source")
+    kind = source.get("type") if isinstance(source, dict) else None
+    if kind == "base64" and isinstance(source, dict):
+        return str(source.get("data") or "")
+    if kind == "url" and isinstance(source, dict):
+        return image_payload(source.get("url"), f"{where}.source.url")
+    raise bad(f"{where}.source: only base64 image sources are accepted (the server fetches nothing)", where)
 
 
 def native_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -142,11 +155,14 @@ def native_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
         thinking: list[str] = []
         calls: list[dict[str, Any]] = []
         results: list[dict[str, Any]] = []
+        images: list[str] = []
         for j, block in enumerate(content):
             kind = block["type"]
             here = f"{where}[{j}]"
             if kind == "text":
                 texts.append(block.get("text") or "")
+            elif kind == "image" and role == "user":
+                images.append(_image(block, here))
             elif kind == "thinking" and role == "assistant":
                 thinking.append(block.get("thinking") or "")
             elif kind == "redacted_thinking" and role == "assistant":
@@ -165,8 +181,10 @@ def native_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
             else:
                 raise _refused(kind, here)
         out.extend(results)
-        if texts or calls or thinking or not results:
+        if texts or calls or thinking or images or not results:
             turn: dict[str, Any] = {"role": role, "content": "".join(texts)}
+            if images:
+                turn["images"] = images
             if thinking:
                 turn["thinking"] = "".join(thinking)
             if calls:

@@ -18,6 +18,7 @@ from app.protocol.durations import DurationError, parse_duration
 from app.protocol.errors import BadRequest, BodyTimeout, PayloadTooLarge
 from app.protocol.requests import Body, Dialect, check
 from inference.backends.base import SamplingParams
+from validation.images import ImageProblem, check_image, from_base64
 
 log = logging.getLogger("trillm.http")
 ROLES = ("system", "user", "assistant", "tool")
@@ -126,8 +127,9 @@ def keep_alive(body: dict[str, Any]) -> float | None:
         raise BadRequest(str(error)) from error
 
 
-def messages(body: dict[str, Any]) -> list[dict[str, object]]:
-    """Chat messages with lower-cased roles; 400 naming the first bad one."""
+def messages(body: dict[str, Any], max_image_pixels: int | None = None) -> list[dict[str, object]]:
+    """Chat messages with lower-cased roles; 400 naming the first bad one. A message's base64
+    ``images`` become their checked bytes (``max_image_pixels`` ``None``: refused)."""
     value = typed(body, "messages", list, [])
     result = []
     for i, message in enumerate(value):
@@ -139,14 +141,29 @@ def messages(body: dict[str, Any]) -> list[dict[str, object]]:
         content = message.get("content")
         if content is not None and not isinstance(content, str):
             raise BadRequest(f"messages[{i}].content must be a string")
-        if message.get("images"):
-            raise BadRequest(f"messages[{i}].images: this model does not support images")
         cleaned: dict[str, object] = {"role": role.lower(), "content": content or ""}
+        if message.get("images"):
+            if max_image_pixels is None:
+                raise BadRequest(f"messages[{i}].images: images are not accepted here")
+            cleaned["images"] = images(message["images"], f"messages[{i}].images", max_image_pixels)
         for key in ("tool_calls", "tool_name", "tool_call_id", "thinking"):
             if message.get(key) is not None:
                 cleaned[key] = message[key]
         result.append(cleaned)
     return result
+
+
+def images(value: object, where: str, max_pixels: int) -> list[bytes]:
+    """Base64 images (Ollama's ``images``) as checked bytes; 400 naming the first bad one."""
+    if not isinstance(value, list):
+        raise BadRequest(f"{where} must be an array of base64 strings")
+    try:
+        return [
+            check_image(from_base64(text, f"{where}[{i}]"), f"{where}[{i}]", max_pixels).data
+            for i, text in enumerate(value)
+        ]
+    except ImageProblem as problem:
+        raise BadRequest(str(problem)) from problem
 
 
 def logprobs(body: dict[str, Any]) -> int:

@@ -1,6 +1,6 @@
 """Translating OpenAI request bodies into the native request the engine runs.
 
-Messages (string or content-part arrays; ``developer`` is ``system``; assistant ``tool_calls`` with
+Messages (string or content-part arrays, images as ``image_url`` data URLs; ``developer`` is ``system``; assistant ``tool_calls`` with
 JSON-string arguments; ``tool`` messages by ``tool_call_id``), sampling fields (``max_tokens`` or
 ``max_completion_tokens``, ``temperature`` and ``top_p`` defaulting to 1 as OpenAI documents),
 ``response_format`` and ``reasoning_effort``. Anything that cannot be honoured is a 400 naming the
@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from app.protocol.errors import BadRequest
 from app.protocol.requests import ChatRequest, describe
+from validation.images import ImageProblem, base64_of_url
 
 OPENAI_ROLES = {
     "system": "system",
@@ -31,23 +32,36 @@ def bad(message: str, param: str) -> BadRequest:
     return BadRequest(message, param=param)
 
 
-def _text(content: object, where: str) -> str:
+def _content(content: object, where: str) -> tuple[str, list[str]]:
+    """The text of a message's content and its images (base64, from ``image_url`` data URLs)."""
     if content is None:
-        return ""
+        return "", []
     if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for i, part in enumerate(content):
-            if (
-                not isinstance(part, dict)
-                or part.get("type") != "text"
-                or not isinstance(part.get("text"), str)
-            ):
-                raise bad(f"{where}.content[{i}]: only text parts are supported", f"{where}.content")
-            parts.append(part["text"])
-        return "".join(parts)
-    raise bad(f"{where}.content must be a string or an array of content parts", f"{where}.content")
+        return content, []
+    if not isinstance(content, list):
+        raise bad(f"{where}.content must be a string or an array of content parts", f"{where}.content")
+    texts: list[str] = []
+    images: list[str] = []
+    for i, part in enumerate(content):
+        here = f"{where}.content[{i}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            images.append(image_payload(url, f"{here}.image_url.url"))
+        else:
+            raise bad(f"{here}: only text and image_url parts are supported", f"{where}.content")
+    return "".join(texts), images
+
+
+def image_payload(url: object, where: str) -> str:
+    """The base64 of an image sent as a data URL (``image_url``, ``input_image``); 400 otherwise."""
+    try:
+        return base64_of_url(url, where)
+    except ImageProblem as problem:
+        raise bad(str(problem), where) from problem
 
 
 def _calls(raw: object, where: str) -> list[dict[str, Any]]:
@@ -85,10 +99,10 @@ def native_messages(body: dict[str, Any]) -> list[dict[str, object]]:
         where = f"messages[{i}]"
         if not isinstance(message, dict) or message.get("role") not in OPENAI_ROLES:
             raise bad(f"{where}.role must be one of {', '.join(OPENAI_ROLES)}", f"{where}.role")
-        native: dict[str, object] = {
-            "role": OPENAI_ROLES[message["role"]],
-            "content": _text(message.get("content"), where),
-        }
+        text, images = _content(message.get("content"), where)
+        native: dict[str, object] = {"role": OPENAI_ROLES[message["role"]], "content": text}
+        if images:
+            native["images"] = images
         if message.get("tool_calls"):
             calls = _calls(message["tool_calls"], where)
             names |= {str(c["id"]): c["function"]["name"] for c in calls if c["id"]}

@@ -111,7 +111,9 @@ class Message(BaseModel):
     tool_calls: list[ToolCall] | None = Field(None, description="an assistant turn's tool calls")
     tool_name: str | None = Field(None, description="a tool message: the tool that answered")
     tool_call_id: str | None = Field(None, description="a tool message: the call it answers")
-    images: list[str] | None = Field(None, description="base64 images (refused: no vision model yet)")
+    images: list[str] | None = Field(
+        None, description="base64 images (PNG, JPEG, WebP, ...) for a vision model"
+    )
 
 
 class FunctionDef(BaseModel):
@@ -214,7 +216,9 @@ class GenerateRequest(Body):
     )
     template: str | None = Field(None, description="refused: not supported yet")
     suffix: str | None = Field(None, description="refused: not supported yet")
-    images: list[str] | None = Field(None, description="refused: no vision model yet")
+    images: list[str] | None = Field(
+        None, description="base64 images (PNG, JPEG, WebP, ...) for a vision model"
+    )
 
 
 class ModelRequest(Body):

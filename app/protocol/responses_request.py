@@ -21,6 +21,7 @@ from app.protocol.openai_request import (
     OPENAI_ROLES,
     as_chat_request,
     bad,
+    image_payload,
     native_options,
     tool_message,
 )
@@ -104,22 +105,35 @@ class ResponsesRequest(Body):
     user: str | None = Field(None, description="accepted, not used")
 
 
-def _parts_text(content: object, where: str) -> str:
-    """The text of a content string or of its text parts; images are refused (not served yet)."""
+def _parts(content: object, where: str) -> tuple[str, list[str]]:
+    """The text of a content string or of its parts, and its ``input_image`` images (base64)."""
     if content is None or isinstance(content, str):
-        return content or ""
-    texts = []
+        return content or "", []
+    texts: list[str] = []
+    images: list[str] = []
     for i, part in enumerate(content if isinstance(content, list) else []):
         kind = part.get("type")
         if kind in ("input_text", "output_text", "text", "summary_text", "reasoning_text"):
             texts.append(part.get("text") or "")
         elif kind == "refusal":
             texts.append(part.get("refusal") or "")
-        elif kind in ("input_image", "input_file"):
-            raise bad(f"{where}[{i}]: {kind} parts are not supported: this server serves text only", where)
+        elif kind == "input_image":
+            if part.get("file_id"):
+                raise bad(f"{where}[{i}]: file_id images cannot be resolved: {STATELESS}", where)
+            images.append(image_payload(part.get("image_url"), f"{where}[{i}].image_url"))
+        elif kind == "input_file":
+            raise bad(f"{where}[{i}]: input_file parts are not supported (text and images only)", where)
         else:
-            raise bad(f"{where}[{i}].type {kind!r} is not supported (use input_text)", where)
-    return "".join(texts)
+            raise bad(f"{where}[{i}].type {kind!r} is not supported (use input_text or input_image)", where)
+    return "".join(texts), images
+
+
+def _parts_text(content: object, where: str) -> str:
+    """The text of content that cannot hold images (tool output, reasoning)."""
+    text, images = _parts(content, where)
+    if images:
+        raise bad(f"{where}: images are only accepted in messages", where)
+    return text
 
 
 def native_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -144,10 +158,10 @@ def native_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
             role = item.get("role")
             if role is None:
                 raise bad(f"{where}.role is required for a message", where)
-            message = {
-                "role": OPENAI_ROLES[role],
-                "content": _parts_text(item.get("content"), f"{where}.content"),
-            }
+            text, images = _parts(item.get("content"), f"{where}.content")
+            message: dict[str, Any] = {"role": OPENAI_ROLES[role], "content": text}
+            if images:
+                message["images"] = images
             if role == "assistant" and thinking:
                 message["thinking"], thinking = thinking, ""
             out.append(message)

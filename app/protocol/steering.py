@@ -47,6 +47,8 @@ def capabilities(info: ModelInfo) -> list[str]:
         caps.append("tools")
     if can_think(info):
         caps.append("thinking")
+    if info.vision:
+        caps.append("vision")
     return caps
 
 

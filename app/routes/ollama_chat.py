@@ -20,7 +20,7 @@ def register(app: Quart, services: Services) -> None:
     async def chat() -> Response:
         body = await fields.read_request(ChatRequest)
         model = await services.find_model(body.get("model"))
-        messages = fields.messages(body)
+        messages = fields.messages(body, services.settings.max_image_pixels)
         stream = fields.typed(body, "stream", bool, True)
         steering = await read_steering(body, model.name, model.info)
         request = services.generation_request(

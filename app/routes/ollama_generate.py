@@ -30,19 +30,25 @@ def register(app: Quart, services: Services) -> None:
             raise BadRequest('field "context" must be an array of token ids (non-negative integers)')
         if raw and (system or context or body.get("template")):
             raise BadRequest("raw mode does not support template, system, or context")
-        for unsupported in ("template", "suffix", "images"):
+        for unsupported in ("template", "suffix"):
             if body.get(unsupported):
                 raise BadRequest(f'"{unsupported}" is not supported by this server yet')
+        images = body.get("images")
+        if images and raw:
+            raise BadRequest("raw mode does not support images: send them without raw")
         steering = await read_steering(body, model.name, model.info, allow_tools=False)
         messages: list[dict[str, object]] = []
         if system:
             messages.append({"role": "system", "content": system})
-        messages.append({"role": "user", "content": prompt})
+        user: dict[str, object] = {"role": "user", "content": prompt}
+        if images:
+            user["images"] = fields.images(images, "images", services.settings.max_image_pixels)
+        messages.append(user)
         request = services.generation_request(
             body,
             model,
             messages,
-            has_input=bool(prompt),
+            has_input=bool(prompt or images),
             prompt=prompt if raw else None,
             context=context,
             steering=steering,

@@ -35,7 +35,8 @@ class ModelLoadError(Exception):
 
 
 class WrongModelKind(Exception):
-    """An embedding model asked to generate, or a generation model asked for embeddings."""
+    """An embedding model asked to generate, a generation model asked for embeddings, or a
+    text-only model sent images."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class ModelInfo:
     # An embedding model's pooling of its token states ("mean", "cls", "last"); "" for a model
     # that generates.
     pooling: str = ""
+    vision: bool = False  # reads images (a vision tower, or a GGUF's projector)
 
     @property
     def embedding(self) -> bool:
@@ -127,6 +129,16 @@ class LoadedModel(Protocol):
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids for ``text`` (special tokens in it are recognised)."""
+        ...
+
+    def tokenize_with_images(self, text: str, images: Sequence[bytes]) -> tuple[list[int], object]:
+        """Token ids for a prompt rendered with images (each image's placeholder expanded to the
+        tokens its features fill) and what the batch needs to encode them (``Admission.media``).
+
+        Vision models only (``info.vision``); the others raise :class:`WrongModelKind`. Runs the
+        image processor (decoding, resizing); an image that cannot be decoded raises
+        :class:`validation.images.ImageProblem`.
+        """
         ...
 
     def single_tokens(self, texts: Sequence[str]) -> dict[str, int]:

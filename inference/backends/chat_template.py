@@ -1,7 +1,8 @@
 """Chat messages as Hugging Face (Jinja) chat templates expect them, and rendering without a tokenizer.
 
 Ollama's message shape differs from the one templates were written for (``thinking`` vs
-``reasoning_content``, tool calls without ``type``, ``tool_name`` vs ``name``); both backends pass
+``reasoning_content``, tool calls without ``type``, ``tool_name`` vs ``name``, ``images`` vs image
+content parts); both backends pass
 messages through :func:`template_message`. The MLX backend renders with its tokenizer's
 ``apply_chat_template``; :func:`render` does the same from a template string (a GGUF's), with the
 same Jinja environment, so a conversation becomes the same prompt on either backend.
@@ -16,6 +17,11 @@ from typing import Any
 def template_message(message: dict[str, object]) -> dict[str, object]:
     """An Ollama message in the shape Hugging Face chat templates expect."""
     out = dict(message)
+    images = out.pop("images", None)
+    if isinstance(images, list) and images:
+        # Vision templates read content parts: an image part where each image's tokens go.
+        text = out.get("content") or ""
+        out["content"] = [*({"type": "image"} for _ in images), {"type": "text", "text": text}]
     if "thinking" in out:
         out["reasoning_content"] = out.pop("thinking")
     calls = out.get("tool_calls")

@@ -13,6 +13,11 @@ prefills (the sequences' chunks go through together). It raises at token
 out-of-memory error. Tokens are characters (ids are code points), so prompts and contexts
 round-trip. Every prompt it receives is recorded in :attr:`FakeBackend.prompts`.
 
+With ``"vision": true`` it reads images: a chat message's images render as ``<image>`` before its
+text, and each becomes ``[image WxH]`` in the prompt's tokens (decoded with Pillow, as a real
+processor would); the batch "encodes" each image in a step of its own taking ``encode_delay``
+seconds, before the prompt's first chunk.
+
 With ``"pooling": "mean"`` it is an embedding model instead: a token's vector is a fixed function of
 its id (``dimensions`` wide, default 8), pooled over the input; ``embed_delay`` seconds per batch
 it computes. Every batch's sizes are recorded in :attr:`FakeBackend.embed_batches`.
@@ -27,9 +32,10 @@ from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
 
-from inference.backends.base import GenerationCancelled, ModelInfo, ModelLoadError, SamplingParams, Step
+from inference.backends.base import GenerationCancelled, ModelInfo, ModelLoadError, Step
 from inference.backends.model_kinds import EmbeddingOnly, GenerationOnly
-from inference.engine.batch import GeneratorBatch, StepResult
+from inference.engine.batch import Admission, GeneratorBatch, StepResult
+from validation.images import decode_image
 
 EOS = 0
 
@@ -52,13 +58,24 @@ class FakeModel(GenerationOnly):
         think: bool | None = None,
         template: str | None = None,
     ) -> str:
-        rendered = "".join(f"<{m.get('role')}>{m.get('content', '')}" for m in messages)
+        rendered = "".join(
+            f"<{m.get('role')}>{'<image>' * len(_images(m))}{m.get('content', '')}" for m in messages
+        )
         if template is not None:  # a stand-in for Jinja: the template wraps the conversation
             return template.replace("{{ messages }}", rendered)
         return rendered + "<assistant>"
 
     def tokenize(self, text: str) -> list[int]:
         return [ord(c) for c in text]
+
+    def tokenize_with_images(self, text: str, images: Sequence[bytes]) -> tuple[list[int], object]:
+        if not self.info.vision:
+            return super().tokenize_with_images(text, images)
+        pictures = [decode_image(data, f"image {i}") for i, data in enumerate(images)]
+        for picture in pictures:
+            width, height = picture.size  # type: ignore[attr-defined]
+            text = text.replace("<image>", f"[image {width}x{height}]", 1)
+        return self.tokenize(text), len(pictures)
 
     def single_tokens(self, texts: Sequence[str]) -> dict[str, int]:
         return {}
@@ -67,18 +84,18 @@ class FakeModel(GenerationOnly):
         return None  # a script cannot be steered; its output is still validated
 
     def generate(
-        self,
-        prompt: Sequence[int],
-        params: SamplingParams,
-        should_stop: Callable[[], bool],
-        constraint: object = None,
-        *,
-        prefilled: Callable[[int], None],
+        self, admission: Admission, *, prefilled: Callable[[int], None]
     ) -> Generator[Step | None, None, None]:
         """The script's tokens; the length of each prompt chunk goes to ``prefilled`` (the
         batch's pacing)."""
+        prompt, should_stop = admission.prompt, admission.should_stop
         self._log.append(list(prompt))
-        chunk = max(params.prefill_chunk, 1)
+        for _ in range(admission.media if isinstance(admission.media, int) else 0):
+            time.sleep(float(self._script.get("encode_delay", 0.0)))
+            yield None  # an image encoded: a step of its own
+            if should_stop():
+                raise GenerationCancelled
+        chunk = max(admission.params.prefill_chunk, 1)
         for start in range(0, len(prompt), chunk):
             if start:
                 yield None  # one chunk a batch step, as the real backends prefill
@@ -133,6 +150,11 @@ class _PacedBatch(GeneratorBatch):
         return results
 
 
+def _images(message: dict[str, object]) -> list[object]:
+    images = message.get("images")
+    return images if isinstance(images, list) else []
+
+
 def token_vector(token: int, width: int) -> list[float]:
     """The fake embedding model's vector for one token id."""
     return [float(((token * (i + 3)) % 17) - 8) for i in range(width)]
@@ -185,6 +207,7 @@ class FakeBackend:
             chat_template=str(self._script(path).get("template", "{{ .Prompt }}")),
             size_bytes=(path / "fake.json").stat().st_size,
             pooling=str(self._script(path).get("pooling", "")),
+            vision=bool(self._script(path).get("vision", False)),
         )
 
     def load(self, path: Path, num_ctx: int | None = None) -> FakeModel | FakeEmbeddingModel:

@@ -31,6 +31,9 @@ class Admission:
     params: SamplingParams
     should_stop: Callable[[], bool]
     constraint: TokenConstraint | None = None
+    # A vision model's images for this prompt, as its ``tokenize_with_images`` prepared them
+    # (encoded by the batch, as the first step of the sequence's prefill).
+    media: object = None
 
 
 # The least prompt tokens a step takes while others decode, so a long prompt always moves on.
@@ -135,14 +138,11 @@ class DecodeBatch(Protocol):
         ...
 
 
-# ``generate(prompt, params, should_stop, constraint)``: prefill ``prompt`` chunk by chunk,
-# yielding ``None`` after each chunk but the last (so a long prompt takes one chunk per batch step)
-# and raising GenerationCancelled when ``should_stop()`` turns true between chunks; then yield one
-# Step per sampled token: only tokens ``constraint`` allows, the last one marked ``eos``.
-GenerateFn = Callable[
-    [Sequence[int], SamplingParams, Callable[[], bool], "TokenConstraint | None"],
-    Generator[Step | None, None, None],
-]
+# ``generate(admission)``: prefill ``admission.prompt`` chunk by chunk, yielding ``None`` after each
+# chunk but the last (so a long prompt takes one chunk per batch step) and raising
+# GenerationCancelled when ``admission.should_stop()`` turns true between chunks; then yield one
+# Step per sampled token: only tokens ``admission.constraint`` allows, the last one marked ``eos``.
+GenerateFn = Callable[[Admission], Generator[Step | None, None, None]]
 
 
 class GeneratorBatch:
@@ -153,9 +153,7 @@ class GeneratorBatch:
         self._members: dict[int, Generator[Step | None, None, None]] = {}
 
     def add(self, admission: Admission) -> int:
-        self._members[admission.key] = self._generate(
-            admission.prompt, admission.params, admission.should_stop, admission.constraint
-        )
+        self._members[admission.key] = self._generate(admission)
         return 0
 
     def remove(self, key: int) -> None:

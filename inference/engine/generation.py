@@ -15,13 +15,14 @@ import string
 import time
 from collections.abc import Sequence
 
-from inference.backends.base import GenerationCancelled, LoadedModel, Step, TokenLogprob
+from inference.backends.base import GenerationCancelled, LoadedModel, Step, TokenLogprob, WrongModelKind
 from inference.engine import truncation
 from inference.engine.job import CallOut, Failed, Finished, Job, Partial, Steering, TextChunk
 from inference.engine.stops import StopMatcher
 from inference.failures import FailureKind
 from validation.constraint import ConstraintError, TokenConstraint
 from validation.grammars import MARKERS, answer_grammar, tool_grammar
+from validation.images import ImageProblem
 from validation.reply import ReplyDelta, ReplyParser
 from validation.structured import OutputMismatch
 
@@ -106,6 +107,11 @@ class _Reply:
         return scores
 
 
+def _images(message: dict[str, object]) -> list[bytes]:
+    images = message.get("images")
+    return [image for image in images if isinstance(image, bytes)] if isinstance(images, list) else []
+
+
 def new_call_id() -> str:
     return "call_" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
@@ -160,6 +166,7 @@ class Generation:
         self.done = False
         self.constraint: TokenConstraint | None = None
         self.prompt: list[int] = []
+        self.media: object = None  # a vision model's prepared images (Admission.media)
         self._budget = 0
         self._reply: _Reply | None = None
         self._stops = StopMatcher(job.request.stop)
@@ -184,7 +191,15 @@ class Generation:
             return self._failed(
                 "failed", f"context holds token ids outside this model's vocabulary of {vocab}", INVALID
             )
-        self.prompt = [*request.context, *model.tokenize(text)]
+        images = [image for message in request.messages for image in _images(message)]
+        if images:
+            try:
+                tokens, self.media = model.tokenize_with_images(text, images)
+            except (ImageProblem, WrongModelKind) as problem:
+                return self._failed("failed", str(problem), INVALID)
+        else:
+            tokens = model.tokenize(text)
+        self.prompt = [*request.context, *tokens]
         window = self.num_ctx
         if 0 < model.info.context_length < window:  # the loaded model holds no more than this
             window = model.info.context_length
@@ -192,7 +207,9 @@ class Generation:
             limit = f"num_ctx {window}" if window == self.num_ctx else f"the model's context of {window}"
             message = f"{CONTEXT_TOO_LONG} ({len(self.prompt)} >= {limit})"
             fitted = None
-            if request.truncate != "off":
+            if images:  # dropping turns could drop an image, cutting tokens could cut one in two
+                message = f"{message}; a prompt with images is never shortened"
+            elif request.truncate != "off":
                 fitted = self._fit(window, lambda messages: model.tokenize(render(messages)))
                 if fitted is None:
                     message = f"{CONTEXT_TOO_LONG_KEPT} ({limit})"

@@ -329,7 +329,9 @@ class Engine:
             resident.batch = resident.model.open_batch()
         key = next(self._keys)
         cached = resident.batch.add(
-            Admission(key, generation.prompt, request.params, job.should_stop, generation.constraint)
+            Admission(
+                key, generation.prompt, request.params, job.should_stop, generation.constraint, generation.media
+            )
         )
         resident.sequences[key] = generation  # only once the batch holds it
         job.report.cached_tokens = cached

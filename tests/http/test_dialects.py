@@ -141,7 +141,12 @@ async def test_responses_json_schema_and_limits(server: Server) -> None:
         ({"conversation": "conv_1"}, "stateless"),
         ({"tools": [{"type": "web_search"}]}, "only function tools"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "stateless"),
-        ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "text only"),
+        ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "data URL"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]}]},
+            "does not fetch URLs",
+        ),
+        ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input_file"),
         ({"input": []}, "input must be"),
         ({"max_output_tokens": 0}, "at least 1"),
         ({"reasoning": {"effort": "huge"}}, "reasoning.effort"),
@@ -328,7 +333,7 @@ async def test_count_tokens(server: Server) -> None:
             },
             400,
             "invalid_request_error",
-            "text only",
+            "only base64 image sources",
         ),
         (
             {

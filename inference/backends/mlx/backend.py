@@ -1,28 +1,30 @@
 """The MLX backend: Hugging Face / mlx-community model directories run with ``mlx-lm``.
 
 With :mod:`inference.backends.mlx.batch`, the only modules that import MLX. Everything here runs on the
-engine's worker thread, so MLX's thread-local streams stay on one thread. Loading, chat templates,
-tokenizing and the grammar mask live here; batched decoding and the prefix cache live in
-:mod:`inference.backends.mlx.batch`, on mlx-lm's own ``BatchGenerator``.
+engine's worker thread, so MLX's thread-local streams stay on one thread. Loading and describing
+models live here; chat templates, tokenizing and the grammar mask in
+:mod:`inference.backends.mlx.prompting`; batched decoding and the prefix cache in
+:mod:`inference.backends.mlx.batch`, on mlx-lm's own ``BatchGenerator``; vision models (mlx-vlm) in
+:mod:`inference.backends.mlx.vision`.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from inference.backends.base import ModelInfo, ModelLoadError, SamplingParams
-from inference.backends.chat_template import template_message
 from inference.backends.mlx import blas_shim as mlx_blas
 from inference.backends.mlx.batch import MlxBatch, PrefixCache, make_processors, make_sampler
 from inference.backends.mlx.embedding import MlxEmbeddingModel
+from inference.backends.mlx.prompting import MlxPrompting, mask_processor
+from inference.backends.mlx.vision import MlxVisionModel
 from inference.backends.model_kinds import GenerationOnly
 from inference.backends.sentence_layout import pooling_of
-from validation.constraint import GrammarCache, TokenConstraint
+from validation.constraint import TokenConstraint
 
 _DTYPE_NAMES = {"F32": "F32", "F16": "F16", "BF16": "BF16"}
 
@@ -82,6 +84,7 @@ def describe_directory(path: Path) -> ModelInfo:
         chat_template=chat_template if isinstance(chat_template, str) else None,
         size_bytes=size,
         pooling=pooling_of(path, config),
+        vision=isinstance(config.get("vision_config"), dict),
         extra={
             "embedding_length": config.get("hidden_size"),
             "block_count": config.get("num_hidden_layers"),
@@ -92,40 +95,7 @@ def describe_directory(path: Path) -> ModelInfo:
     )
 
 
-def _mask_processor(constraint: TokenConstraint) -> Callable[[Any, Any], Any]:
-    """An mlx-lm logits processor applying ``constraint``'s mask (NumPy mask, MLX ``where``).
-
-    mlx-lm passes the whole history; the first call holds only the prompt, later calls add the
-    sampled tokens, which the constraint consumes. mlx-lm computes one step past the end token,
-    and the constraint tolerates that (after the end it allows only end tokens).
-
-    The step's forward pass is started (``async_eval``) before the mask is computed, so the model
-    runs while llguidance works out the mask on this thread, instead of one after the other.
-    """
-    import mlx.core as mx
-
-    seen: int | None = None
-    # On Apple Silicon llguidance applies the packed mask with a Metal kernel; elsewhere NumPy
-    # unpacks it and MLX selects.
-    metal = mx.metal.is_available()
-    if metal:
-        from llguidance.mlx import apply_token_bitmask
-
-    def process(tokens: Any, logits: Any) -> Any:
-        nonlocal seen
-        mx.async_eval(logits)  # type: ignore[no-untyped-call]
-        length = int(tokens.shape[0])
-        if seen is not None and length > seen:
-            constraint.consume(tokens[seen:].tolist())
-        seen = length
-        if metal:
-            return apply_token_bitmask(logits, constraint.bitmask())
-        return mx.where(mx.array(constraint.allowed()), logits, -mx.inf)
-
-    return process
-
-
-class MlxModel(GenerationOnly):
+class MlxModel(MlxPrompting, GenerationOnly):
     """A model loaded with ``mlx_lm.load``."""
 
     max_sequences = 0
@@ -141,60 +111,16 @@ class MlxModel(GenerationOnly):
         except Exception as error:  # mlx-lm raises many kinds; all mean "unusable files"
             raise ModelLoadError(f"{type(error).__name__}: {error}") from error
         self._eos = set(self._tokenizer.eos_token_ids)
-        self._grammars: GrammarCache | None = None
+        self._grammars = None
+        self._n_vocab = int(self._model.args.vocab_size)
         self._interleave_chunk = cache.interleave_chunk
         self.prefix_cache = PrefixCache(cache.entries, cache.max_bytes) if cache.entries > 0 else None
-
-    def single_tokens(self, texts: Sequence[str]) -> dict[str, int]:
-        added: dict[str, int] = self._tokenizer._tokenizer.get_added_vocab()
-        return {t: added[t] for t in texts if t in added}
-
-    def constraint(self, grammar: str) -> TokenConstraint:
-        if self._grammars is None:
-            # Building llguidance's tokenizer costs ~1 s at a 150k vocabulary: once per model.
-            from llguidance.hf import from_tokenizer
-
-            n_vocab = int(self._model.args.vocab_size)
-            tokenizer = from_tokenizer(
-                self._tokenizer._tokenizer, n_vocab=n_vocab, eos_token=sorted(self._eos)
-            )
-            self._grammars = GrammarCache(tokenizer, n_vocab, sorted(self._eos))
-        return self._grammars.constraint(grammar)
-
-    def render_chat(
-        self,
-        messages: Sequence[dict[str, object]],
-        *,
-        tools: Sequence[dict[str, object]] = (),
-        think: bool | None = None,
-        template: str | None = None,
-    ) -> str:
-        if template is None and self._tokenizer.chat_template is None:
-            # No template: plain concatenation, as mlx-lm does for base models.
-            return "".join(str(m.get("content", "")) for m in messages)
-        extra: dict[str, Any] = {}
-        if tools:
-            extra["tools"] = list(tools)
-        if think is not None:
-            extra["enable_thinking"] = think
-        if template is not None:
-            extra["chat_template"] = template
-        rendered: str = self._tokenizer.apply_chat_template(
-            [template_message(m) for m in messages], add_generation_prompt=True, tokenize=False, **extra
-        )
-        return rendered
-
-    def tokenize(self, text: str) -> list[int]:
-        bos = self._tokenizer.bos_token
-        add_special = bos is None or not text.startswith(bos)
-        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=add_special)
-        return ids
 
     def open_batch(self) -> MlxBatch:
         vocab = int(self._model.args.vocab_size) if hasattr(self._model, "args") else 0
 
         def processors(params: SamplingParams, constraint: TokenConstraint | None) -> list[Any]:
-            return make_processors(params, None if constraint is None else _mask_processor(constraint))
+            return make_processors(params, None if constraint is None else mask_processor(constraint))
 
         return MlxBatch(
             self._model,
@@ -245,7 +171,7 @@ class MlxBackend:
     def describe(self, path: Path) -> ModelInfo:
         return describe_directory(path)
 
-    def load(self, path: Path, num_ctx: int | None = None) -> MlxModel | MlxEmbeddingModel:
+    def load(self, path: Path, num_ctx: int | None = None) -> MlxModel | MlxEmbeddingModel | MlxVisionModel:
         if not any(path.glob("tokenizer*")):
             raise ModelLoadError("no tokenizer files (tokenizer.json / tokenizer_config.json)")
         mlx_blas.install(self.openblas)  # before the first load imports MLX; decided once
@@ -254,6 +180,8 @@ class MlxBackend:
             info = describe_directory(path)
             if info.embedding:
                 return MlxEmbeddingModel(path, info)
+            if info.vision:
+                return MlxVisionModel(path, info)
             return MlxModel(path, self.cache, info)
         except ModelLoadError:
             raise

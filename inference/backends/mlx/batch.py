@@ -246,13 +246,7 @@ class MlxBatch:
     def _token(self, key: int, token: int, logprobs: Any) -> Step:
         member = self._members[key]
         member.decoding = True
-        scored = _score(self._tokenizer, token, logprobs, member.logprobs) if member.logprobs >= 0 else None
-        detokenizer = member.detokenizer
-        if token in self._eos:
-            detokenizer.finalize()
-            return Step(token, detokenizer.last_segment, eos=True, logprob=scored)
-        detokenizer.add_token(token)
-        return Step(token, detokenizer.last_segment, logprob=scored)
+        return token_step(self._tokenizer, self._eos, member.detokenizer, token, logprobs, member.logprobs)
 
     def __len__(self) -> int:
         return len(self._members)
@@ -261,6 +255,17 @@ class MlxBatch:
         for key in list(self._members):
             self.remove(key)
         self._generator.close()  # type: ignore[no-untyped-call]
+
+
+def token_step(tokenizer: Any, eos: set[int], detokenizer: Any, token: int, logprobs: Any, top: int) -> Step:
+    """A sampled ``token`` as a step: its text from the sequence's streaming ``detokenizer``, and
+    its log probability (with the ``top`` most likely tokens) when asked (``top`` >= 0)."""
+    scored = _score(tokenizer, token, logprobs, top) if top >= 0 else None
+    if token in eos:
+        detokenizer.finalize()
+        return Step(token, detokenizer.last_segment, eos=True, logprob=scored)
+    detokenizer.add_token(token)
+    return Step(token, detokenizer.last_segment, logprob=scored)
 
 
 def _score(tokenizer: Any, token: int, logprobs: Any, top: int) -> TokenLogprob:
