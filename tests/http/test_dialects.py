@@ -143,7 +143,11 @@ async def test_responses_json_schema_and_limits(server: Server) -> None:
         ({"input": [{"type": "item_reference", "id": "x"}]}, "stateless"),
         ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "data URL"),
         (
-            {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]}]},
+            {
+                "input": [
+                    {"role": "user", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]}
+                ]
+            },
             "does not fetch URLs",
         ),
         ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input_file"),

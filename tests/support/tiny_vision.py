@@ -41,7 +41,9 @@ MAX_PIXELS = (PATCH * MERGE) ** 2 * 256
 LOUDER = 8.0
 
 
-def build_qwen2_vl(out: Path, *, width: int = 64, layers: int = 2, vocab_size: int = 400, seed: int = 0) -> Path:
+def build_qwen2_vl(
+    out: Path, *, width: int = 64, layers: int = 2, vocab_size: int = 400, seed: int = 0
+) -> Path:
     """Write a complete tiny Qwen2-VL directory to ``out`` (see the module docstring)."""
     import mlx.core as mx
     from mlx.utils import tree_flatten

@@ -191,7 +191,10 @@ def test_anthropic_thinking_only_for_models_that_reason() -> None:
             {"messages": [{"role": "assistant", "content": [{"type": "tool_result", "tool_use_id": "x"}]}]},
             "not supported",
         ),
-        ({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}, "document blocks are not supported"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
+            "document blocks are not supported",
+        ),
     ],
 )
 def test_anthropic_refusals(body: dict[str, Any], message: str) -> None:
