@@ -1,0 +1,250 @@
+"""A real vision model (a tiny Qwen2-VL, random weights, in the layout mlx-vlm loads) through the
+``ollama``, ``openai`` and ``anthropic`` clients, against mlx-vlm computing the same prompt itself.
+
+Random weights decide a greedy reply as surely as trained ones: the tests check that the image
+reaches the model (the prompt grows by the image's tokens and the reply changes), that identical
+requests give identical replies alone and beside other requests, that the server's tokens are
+mlx-vlm's own, and that everything else (streaming, formats, cancellation) holds with images.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import ollama
+import pytest
+import trio
+
+from app.config import Settings
+from tests.conftest import running_server, wait_until
+from tests.http.test_dialects import claude, oai
+from tests.support.pictures import b64, data_url, picture, truncated_png
+
+pytestmark = pytest.mark.mlx
+
+GREEDY = {"temperature": 0, "num_predict": 12}
+
+
+@pytest.fixture
+def vision_settings(settings: Settings, vision_dir: object) -> Settings:
+    return settings  # the store links "qwen2vl" when a test asks for vision_dir
+
+
+def ask(images: list[bytes], text: str = "What is in the picture?") -> dict[str, Any]:
+    return {"role": "user", "content": text, "images": images}
+
+
+async def test_the_image_reaches_the_model(vision_settings: Settings) -> None:
+    async with running_server(vision_settings) as server:
+        client = ollama.AsyncClient(host=server.url)
+        without = await client.chat(model="qwen2vl", messages=[ask([])], options=GREEDY)
+        with_png = await client.chat(model="qwen2vl", messages=[ask([picture(64, 48)])], options=GREEDY)
+        again = await client.chat(model="qwen2vl", messages=[ask([picture(64, 48)])], options=GREEDY)
+        jpeg = await client.chat(
+            model="qwen2vl", messages=[ask([picture(300, 200, kind="JPEG")])], options=GREEDY
+        )
+        shown = await client.show("qwen2vl")
+    assert shown.capabilities == ["completion", "vision"]
+    assert with_png.prompt_eval_count and without.prompt_eval_count
+    # 64x48 becomes a 2x2 grid of merged patches once resized to multiples of 28: 4 image tokens,
+    # with the vision start and end tokens around them.
+    assert with_png.prompt_eval_count == without.prompt_eval_count + 4 + 2
+    assert jpeg.prompt_eval_count is not None and jpeg.prompt_eval_count > with_png.prompt_eval_count
+    assert with_png.message.content != without.message.content
+    assert again.message.content == with_png.message.content  # identical requests, identical replies
+    assert jpeg.message.content != with_png.message.content
+
+
+async def test_the_server_computes_what_mlx_vlm_computes(vision_settings: Settings, vision_dir: Any) -> None:
+    """The prompt's tokens (with the image's placeholders expanded) and the greedy reply are the
+    ones mlx-vlm's own processor and ``generate_step`` give for the same conversation."""
+    import mlx.core as mx
+    from mlx_vlm.generate.ar import generate_step
+    from mlx_vlm.utils import load
+
+    image = picture(120, 90, seed=3)
+    async with running_server(vision_settings) as server, server.client() as http:
+        r = await http.post(
+            "/api/generate",
+            json={
+                "model": "qwen2vl",
+                "prompt": "Describe it.",
+                "images": [b64(image)],
+                "stream": False,
+                "options": GREEDY,
+            },
+        )
+    assert r.status_code == 200, r.text
+    reply = r.json()
+    context, generated = reply["context"], reply["eval_count"]
+
+    from validation.images import decode_image
+
+    model, processor = load(str(vision_dir))
+    content = [{"type": "image"}, {"type": "text", "text": "Describe it."}]
+    prompt = processor.tokenizer.apply_chat_template(
+        [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+    )
+    inputs = processor(text=[prompt], images=[decode_image(image)])
+    ids = inputs["input_ids"]
+    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "pixel_values")}
+    steps = generate_step(mx.array(ids), model, inputs["pixel_values"], None, temperature=0.0, **extra)
+    tokens = [int(token) for (token, _), _ in zip(steps, range(generated), strict=False)]
+    assert context == [*ids.tolist()[0], *tokens]
+
+
+async def test_openai_image_url_streaming_and_responses_input_image(vision_settings: Settings) -> None:
+    image = picture(90, 60, seed=5)
+    native = {"model": "qwen2vl", "messages": [ask([image], "Name it.")], "options": GREEDY}
+    async with running_server(vision_settings) as server:
+        expected = (await ollama.AsyncClient(host=server.url).chat(**native)).message.content
+        api = oai(server)
+        parts = [
+            {"type": "text", "text": "Name it."},
+            {"type": "image_url", "image_url": {"url": data_url(image)}},
+        ]
+        streamed = await api.chat.completions.create(
+            model="qwen2vl",
+            messages=[{"role": "user", "content": parts}],  # type: ignore[misc,list-item]
+            temperature=0,
+            max_tokens=12,
+            stream=True,
+        )
+        text = "".join([chunk.choices[0].delta.content or "" async for chunk in streamed if chunk.choices])
+        response = await api.responses.create(
+            model="qwen2vl",
+            input=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "Name it."},
+                        {"type": "input_image", "image_url": data_url(image), "detail": "auto"},
+                    ],
+                }
+            ],
+            temperature=0,
+            max_output_tokens=12,
+        )
+        message = await claude(server).messages.create(
+            model="qwen2vl",
+            max_tokens=12,
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": b64(image)},
+                        },
+                        {"type": "text", "text": "Name it."},
+                    ],
+                }
+            ],
+            extra_body={"temperature": 0},
+        )
+    assert text == expected
+    assert response.output_text == expected
+    assert message.content[0].type == "text" and message.content[0].text == expected
+
+
+async def test_structured_output_with_an_image(vision_settings: Settings) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"color": {"enum": ["red", "green", "blue"]}, "bright": {"type": "boolean"}},
+        "required": ["color", "bright"],
+        "additionalProperties": False,
+    }
+    async with running_server(vision_settings) as server:
+        reply = await ollama.AsyncClient(host=server.url).chat(
+            model="qwen2vl",
+            messages=[ask([picture(50, 50, seed=2)], "What colour, how many?")],
+            format=schema,
+            options={"temperature": 0, "num_predict": 64},
+        )
+    jsonschema.validate(json.loads(reply.message.content), schema)
+
+
+async def test_image_and_text_requests_batch_together_unchanged(vision_settings: Settings) -> None:
+    """An image request, a text request on the same vision model and one on a text model, at once:
+    each reply is the one it gets alone."""
+    requests = [
+        {
+            "model": "qwen2vl",
+            "messages": [ask([picture(80, 80, seed=7)])],
+            "options": GREEDY | {"num_predict": 20},
+        },
+        {
+            "model": "qwen2vl",
+            "messages": [ask([], "Tell me a story")],
+            "options": GREEDY | {"num_predict": 30},
+        },
+        {"model": "qwen2vl", "messages": [ask([picture(40, 90, seed=8)], "And this?")], "options": GREEDY},
+        {"model": "random", "messages": [{"role": "user", "content": "Say hello"}], "options": GREEDY},
+    ]
+    async with running_server(vision_settings) as server:
+        client = ollama.AsyncClient(host=server.url)
+        alone = [(await client.chat(**r)).message.content for r in requests]
+        together: list[str] = [""] * len(requests)
+
+        async def one(i: int) -> None:
+            together[i] = (await client.chat(**requests[i])).message.content or ""
+
+        async with trio.open_nursery() as nursery:
+            for i in range(len(requests)):
+                nursery.start_soon(one, i)
+    assert together == alone
+
+
+async def test_a_broken_picture_is_a_400_and_the_model_goes_on(vision_settings: Settings) -> None:
+    async with running_server(vision_settings) as server:
+        client = ollama.AsyncClient(host=server.url)
+        with pytest.raises(ollama.ResponseError, match="could not be decoded") as raised:
+            await client.chat(model="qwen2vl", messages=[ask([truncated_png()])])
+        assert raised.value.status_code == 400
+        assert (await client.chat(model="qwen2vl", messages=[ask([picture()])], options=GREEDY)).done
+
+
+async def test_a_disconnect_while_images_are_encoded_stops_the_work(vision_settings: Settings) -> None:
+    """Eight large images take the vision tower a while; the client leaves as soon as the job runs:
+    the sequence ends at the next step, before any token, and the model serves the next request."""
+    images = [b64(picture(448, 448, seed=s)) for s in range(8)]
+    body = {
+        "model": "qwen2vl",
+        "stream": True,
+        "messages": [{"role": "user", "content": "x", "images": images}],
+    }
+    async with running_server(vision_settings) as server:
+        engine = server.services.engine
+        async with server.client() as http:  # load the model first: the next job starts at once
+            assert (
+                await http.post("/api/chat", json={"model": "qwen2vl", "messages": []})
+            ).status_code == 200
+        before = len(engine.history)
+
+        async def send() -> None:
+            async with server.client() as http, http.stream("POST", "/api/chat", json=body) as r:
+                async for _ in r.aiter_lines():
+                    pass
+
+        async with trio.open_nursery() as nursery:  # (the reply's headers wait for its first event)
+            nursery.start_soon(send)
+            await wait_until(lambda: engine.statistics().active == 1, 30)
+            nursery.cancel_scope.cancel()
+        await wait_until(lambda: len(engine.history) > before, 30)
+        (report,) = list(engine.history)[before:]
+        async with server.client() as http:
+            after = await http.post(
+                "/api/chat", json={"model": "qwen2vl", "stream": False, "messages": [ask([])]}
+            )
+    assert report.outcome == "cancelled" and report.generated_tokens == 0 and report.decode_steps == 0
+    assert report.checks_after_cancel <= 1
+    assert after.status_code == 200 and after.json()["done"]
+
+
+async def test_images_for_a_text_model_on_mlx(vision_settings: Settings) -> None:
+    async with running_server(vision_settings) as server:
+        with pytest.raises(ollama.ResponseError, match='"random" does not support images') as raised:
+            await ollama.AsyncClient(host=server.url).chat(model="random", messages=[ask([picture()])])
+    assert raised.value.status_code == 400
