@@ -5,13 +5,19 @@ loop that keeps the conversation: ``\"\"\"`` starts and ends multi-line input, `
 parameters, the system prompt, the format and thinking, ``/show info`` describes the model,
 ``/clear`` forgets the conversation and ``/bye`` (or Ctrl+D) leaves. Ctrl+C during an answer stops
 that answer (the server stops generating when the connection closes) and returns to the prompt.
+
+With a vision model, a path to an image file in a message (``describe ./cat.png``; quoted when it
+holds spaces) attaches that image to the message, as ``ollama run`` does.
 """
 
 from __future__ import annotations
 
+import base64
+import re
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from app.cli.http_client import Client, CliError
@@ -49,6 +55,7 @@ class Session:
     verbose: bool = False
     hide_thinking: bool = False
     keep_alive: str | None = None
+    vision: bool = False  # the model reads images: image paths in a message attach them
     messages: list[dict[str, Any]] = field(default_factory=list)
 
     def request(self) -> dict[str, Any]:
@@ -60,9 +67,35 @@ class Session:
         return body
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
+_PATH = re.compile(r"""'([^']+)'|"([^"]+)"|(\S+)""")
+
+
+def attach_images(prompt: str, out: TextIO) -> tuple[str, list[str]]:
+    """The prompt without the paths of the image files it names, and those images in base64."""
+    images: list[str] = []
+
+    def take(match: re.Match[str]) -> str:
+        word = next(group for group in match.groups() if group is not None)
+        path = Path(word).expanduser()
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            return match.group(0)
+        images.append(base64.b64encode(path.read_bytes()).decode())
+        out.write(f"Added image '{word}'\n")
+        return ""
+
+    text = _PATH.sub(take, prompt)
+    return (" ".join(text.split()) if images else prompt), images
+
+
 def answer(client: Client, session: Session, prompt: str, out: TextIO) -> None:
     """Send ``prompt``, stream the reply to ``out`` and add both to the conversation."""
-    session.messages.append({"role": "user", "content": prompt})
+    message: dict[str, Any] = {"role": "user", "content": prompt}
+    if session.vision:
+        message["content"], images = attach_images(prompt, out)
+        if images:
+            message["images"] = images
+    session.messages.append(message)
     dim = out.isatty()
     started = time.perf_counter()
     first: float | None = None
@@ -154,6 +187,8 @@ def command(client: Client, session: Session, line: str, out: TextIO) -> bool:
     elif head == "/load" and len(words) == 2:
         load(client, words[1], out)
         session.model = words[1]
+        shown = client.call("POST", "/api/show", {"model": words[1]}).json()
+        session.vision = "vision" in (shown.get("capabilities") or [])
         session.messages.clear()
     elif head == "/save" and len(words) == 2:
         save(client, session, words[1])

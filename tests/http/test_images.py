@@ -7,6 +7,7 @@ which order; the real vision model is in tests/models/test_vision.py.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -18,6 +19,7 @@ import trio
 from app.config import Settings
 from tests.conftest import Server, running_server, wait_until
 from tests.http.test_cancellation import wait_idle
+from tests.http.test_cli import trillm
 from tests.http.test_dialects import claude, oai
 from tests.support.pictures import b64, data_url, flat, picture, truncated_png
 
@@ -257,3 +259,17 @@ async def test_openapi_documents_images(server: Server) -> None:
     async with server.client() as http:
         spec = (await http.get("/openapi.json")).json()
     assert "for a vision model" in str(spec)
+
+
+async def test_trillm_run_attaches_the_images_a_prompt_names(server: Server, tmp_path: Path) -> None:
+    """``trillm run VISIONMODEL "describe ./cat.png"`` sends the file as an image, as ``ollama
+    run`` does; a text model gets the words as they are."""
+    (tmp_path / "cat.png").write_bytes(picture(33, 22))
+    (tmp_path / "my dog.jpg").write_bytes(picture(11, 12, kind="JPEG"))
+    code, out, _ = await trillm(
+        server, "run", "fakevision", f"compare {tmp_path / 'cat.png'} and '{tmp_path / 'my dog.jpg'}'"
+    )
+    assert code == 0 and out.endswith("I see.\n\n") and "Added image" in out
+    assert seen(server) == "<user>[image 33x22][image 11x12]compare and<assistant>"
+    code, out, _ = await trillm(server, "run", "fake", f"what is {tmp_path / 'cat.png'}")
+    assert code == 0 and seen(server).endswith(f"what is {tmp_path / 'cat.png'}<assistant>")
