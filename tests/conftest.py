@@ -135,9 +135,23 @@ def vision_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_vision.build_qwen2_vl(tmp_path_factory.mktemp("vision") / "qwen2vl")
 
 
+@pytest.fixture(scope="session")
+def vision_gguf_dir(tmp_path_factory: pytest.TempPathFactory, random_dir: Path) -> Path:
+    """A GGUF vision model as Hugging Face GGUF repos ship one: a language model's GGUF (the
+    random model, made to heed its whole prompt) and a LLaVA-style projector (``mmproj``) in one
+    directory."""
+    out = tmp_path_factory.mktemp("vision-gguf")
+    text = tiny_vision.louder_text_model(random_dir, out / "text")
+    (out / "model").mkdir()
+    tiny_gguf.write_gguf(text, out / "model" / "model.gguf")
+    tiny_gguf.write_projector(out / "model" / "mmproj-model-f32.gguf", text_width=64)
+    return out / "model"
+
+
 REAL_MODEL_FIXTURES = frozenset(
     {
         "vision_dir",
+        "vision_gguf_dir",
         "tiny_dir",
         "random_dir",
         "json_random_dir",
@@ -168,6 +182,8 @@ def store(tmp_path: Path, backend_kind: str, request: pytest.FixtureRequest) -> 
         for name, file in request.getfixturevalue("gguf_files").items():
             (root / f"{name}.gguf").symlink_to(file)
         (root / "qwen3embed.gguf").symlink_to(request.getfixturevalue("embedding_dirs")["qwen3embed.gguf"])
+        if "vision_dir" in request.fixturenames:
+            (root / "vision").symlink_to(request.getfixturevalue("vision_gguf_dir"))
     else:
         fixtures = ("tiny_dir", "random_dir", "json_random_dir", "agent_dir", "json_tools_dir")
         for name, fixture in zip(REAL_MODELS, fixtures, strict=True):
@@ -175,7 +191,7 @@ def store(tmp_path: Path, backend_kind: str, request: pytest.FixtureRequest) -> 
         for name in ("minilm", "qwen3embed"):
             (root / name).symlink_to(request.getfixturevalue("embedding_dirs")[name])
         if "vision_dir" in request.fixturenames:
-            (root / "qwen2vl").symlink_to(request.getfixturevalue("vision_dir"))
+            (root / "vision").symlink_to(request.getfixturevalue("vision_dir"))
     write_fake(root, "fake", pieces=["Hello", ",", " world", "!"])
     write_fake(root, "fakejson", pieces=['{"a"', ":", "1", ',"b":', '"x"', "}"])
     tools = "{% if tools %}<tool_call>{% endif %}"

@@ -330,7 +330,12 @@ class Engine:
         key = next(self._keys)
         cached = resident.batch.add(
             Admission(
-                key, generation.prompt, request.params, job.should_stop, generation.constraint, generation.media
+                key,
+                generation.prompt,
+                request.params,
+                job.should_stop,
+                generation.constraint,
+                generation.media,
             )
         )
         resident.sequences[key] = generation  # only once the batch holds it

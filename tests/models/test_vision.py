@@ -1,5 +1,7 @@
-"""A real vision model (a tiny Qwen2-VL, random weights, in the layout mlx-vlm loads) through the
-``ollama``, ``openai`` and ``anthropic`` clients, against mlx-vlm computing the same prompt itself.
+"""Real vision models through the ``ollama``, ``openai`` and ``anthropic`` clients, against the
+backend's own library computing the same prompt: on MLX a tiny Qwen2-VL (random weights, in the
+layout mlx-vlm loads), on llama.cpp a GGUF with a LLaVA-style projector (``mmproj``) beside it, read
+by libmtmd. The tests marked ``both_backends`` run on each.
 
 Random weights decide a greedy reply as surely as trained ones: the tests check that the image
 reaches the model (the prompt grows by the image's tokens and the reply changes), that identical
@@ -29,32 +31,45 @@ GREEDY = {"temperature": 0, "num_predict": 12}
 
 @pytest.fixture
 def vision_settings(settings: Settings, vision_dir: object) -> Settings:
-    return settings  # the store links "qwen2vl" when a test asks for vision_dir
+    return settings  # the store links "vision" (the backend's kind) when a test asks for vision_dir
 
 
 def ask(images: list[bytes], text: str = "What is in the picture?") -> dict[str, Any]:
     return {"role": "user", "content": text, "images": images}
 
 
-async def test_the_image_reaches_the_model(vision_settings: Settings) -> None:
+@pytest.mark.both_backends
+async def test_the_image_reaches_the_model(vision_settings: Settings, backend_kind: str) -> None:
     async with running_server(vision_settings) as server:
         client = ollama.AsyncClient(host=server.url)
-        without = await client.chat(model="qwen2vl", messages=[ask([])], options=GREEDY)
-        with_png = await client.chat(model="qwen2vl", messages=[ask([picture(64, 48)])], options=GREEDY)
-        again = await client.chat(model="qwen2vl", messages=[ask([picture(64, 48)])], options=GREEDY)
+        without = await client.chat(model="vision", messages=[ask([])], options=GREEDY)
+        with_png = await client.chat(model="vision", messages=[ask([picture(64, 48)])], options=GREEDY)
+        again = await client.chat(model="vision", messages=[ask([picture(64, 48)])], options=GREEDY)
         jpeg = await client.chat(
-            model="qwen2vl", messages=[ask([picture(300, 200, kind="JPEG")])], options=GREEDY
+            model="vision", messages=[ask([picture(300, 200, kind="JPEG")])], options=GREEDY
         )
-        shown = await client.show("qwen2vl")
-    assert shown.capabilities == ["completion", "vision"]
-    assert with_png.prompt_eval_count and without.prompt_eval_count
-    # 64x48 becomes a 2x2 grid of merged patches once resized to multiples of 28: 4 image tokens,
-    # with the vision start and end tokens around them.
-    assert with_png.prompt_eval_count == without.prompt_eval_count + 4 + 2
-    assert jpeg.prompt_eval_count is not None and jpeg.prompt_eval_count > with_png.prompt_eval_count
+        shown = await client.show("vision")
+    assert shown.capabilities is not None and "vision" in shown.capabilities
+    assert with_png.prompt_eval_count and without.prompt_eval_count and jpeg.prompt_eval_count
+    if backend_kind == "mlx":
+        # 64x48 becomes a 2x2 grid of merged patches once resized to multiples of 28: 4 image
+        # tokens, with the vision start and end tokens around them; a larger picture, more.
+        assert with_png.prompt_eval_count == without.prompt_eval_count + 4 + 2
+        assert jpeg.prompt_eval_count > with_png.prompt_eval_count
+    else:  # the LLaVA encoder reads every picture at 56x56: 16 patches, 16 tokens
+        assert with_png.prompt_eval_count == without.prompt_eval_count + 16 == jpeg.prompt_eval_count
     assert with_png.message.content != without.message.content
     assert again.message.content == with_png.message.content  # identical requests, identical replies
     assert jpeg.message.content != with_png.message.content
+
+
+async def served(settings: Settings, image: bytes) -> tuple[list[int], int]:
+    """The context (prompt and reply tokens) and reply length of a greedy ``/api/generate``."""
+    body = {"model": "vision", "prompt": "Describe it.", "images": [b64(image)], "stream": False}
+    async with running_server(settings) as server, server.client() as http:
+        r = await http.post("/api/generate", json=body | {"options": GREEDY})
+    assert r.status_code == 200, r.text
+    return r.json()["context"], r.json()["eval_count"]
 
 
 async def test_the_server_computes_what_mlx_vlm_computes(vision_settings: Settings, vision_dir: Any) -> None:
@@ -65,20 +80,7 @@ async def test_the_server_computes_what_mlx_vlm_computes(vision_settings: Settin
     from mlx_vlm.utils import load
 
     image = picture(120, 90, seed=3)
-    async with running_server(vision_settings) as server, server.client() as http:
-        r = await http.post(
-            "/api/generate",
-            json={
-                "model": "qwen2vl",
-                "prompt": "Describe it.",
-                "images": [b64(image)],
-                "stream": False,
-                "options": GREEDY,
-            },
-        )
-    assert r.status_code == 200, r.text
-    reply = r.json()
-    context, generated = reply["context"], reply["eval_count"]
+    context, generated = await served(vision_settings, image)
 
     from validation.images import decode_image
 
@@ -95,9 +97,53 @@ async def test_the_server_computes_what_mlx_vlm_computes(vision_settings: Settin
     assert context == [*ids.tolist()[0], *tokens]
 
 
+@pytest.mark.parametrize("backend_kind", ["llamacpp"], indirect=True)
+async def test_the_server_computes_what_libmtmd_computes(
+    vision_settings: Settings, vision_gguf_dir: Any, backend_kind: str
+) -> None:
+    """On llama.cpp: the greedy reply is the one llama-cpp-python's own context gives after
+    libmtmd evaluates the same prompt's chunks (the text, the image, the text after it)."""
+    import ctypes
+
+    import llama_cpp
+    import numpy as np
+
+    image = picture(120, 90, seed=3)
+    context, generated = await served(vision_settings, image)
+
+    from inference.backends.chat_template import render
+    from inference.backends.llamacpp.vision import Projector, with_markers
+
+    llama = llama_cpp.Llama(model_path=str(vision_gguf_dir / "model.gguf"), n_ctx=512, verbose=False)
+    projector = Projector(vision_gguf_dir / "mmproj-model-f32.gguf", llama.model, None)
+    from inference.store.gguf_file import read_header
+
+    template = read_header(vision_gguf_dir / "model.gguf").metadata["tokenizer.chat_template"]
+    prompt = render(
+        str(template), [with_markers({"role": "user", "content": "Describe it.", "images": [image]})]
+    )
+    tokens, chunks = projector.tokenize(prompt, [image], add_special=False)
+    for i in range(len(chunks.spans)):
+        projector.eval_chunk(llama.ctx, chunks, i, 0, 512, logits=i == len(chunks.spans) - 1)
+    reply = []
+    for _ in range(generated):
+        logits = np.ctypeslib.as_array(
+            llama_cpp.llama_get_logits_ith(llama.ctx, -1), shape=(llama.n_vocab(),)
+        )
+        token = int(np.argmax(logits))
+        reply.append(token)
+        batch = llama_cpp.llama_batch_get_one((ctypes.c_int32 * 1)(token), 1)
+        assert llama_cpp.llama_decode(llama.ctx, batch) == 0
+    chunks.close()
+    projector.close()
+    llama.close()
+    assert context == [*tokens, *reply]
+
+
+@pytest.mark.both_backends
 async def test_openai_image_url_streaming_and_responses_input_image(vision_settings: Settings) -> None:
     image = picture(90, 60, seed=5)
-    native = {"model": "qwen2vl", "messages": [ask([image], "Name it.")], "options": GREEDY}
+    native = {"model": "vision", "messages": [ask([image], "Name it.")], "options": GREEDY}
     async with running_server(vision_settings) as server:
         expected = (await ollama.AsyncClient(host=server.url).chat(**native)).message.content
         api = oai(server)
@@ -106,7 +152,7 @@ async def test_openai_image_url_streaming_and_responses_input_image(vision_setti
             {"type": "image_url", "image_url": {"url": data_url(image)}},
         ]
         streamed = await api.chat.completions.create(
-            model="qwen2vl",
+            model="vision",
             messages=[{"role": "user", "content": parts}],  # type: ignore[misc,list-item]
             temperature=0,
             max_tokens=12,
@@ -114,7 +160,7 @@ async def test_openai_image_url_streaming_and_responses_input_image(vision_setti
         )
         text = "".join([chunk.choices[0].delta.content or "" async for chunk in streamed if chunk.choices])
         response = await api.responses.create(
-            model="qwen2vl",
+            model="vision",
             input=[
                 {
                     "role": "user",
@@ -128,7 +174,7 @@ async def test_openai_image_url_streaming_and_responses_input_image(vision_setti
             max_output_tokens=12,
         )
         message = await claude(server).messages.create(
-            model="qwen2vl",
+            model="vision",
             max_tokens=12,
             messages=[
                 {
@@ -149,6 +195,7 @@ async def test_openai_image_url_streaming_and_responses_input_image(vision_setti
     assert message.content[0].type == "text" and message.content[0].text == expected
 
 
+@pytest.mark.both_backends
 async def test_structured_output_with_an_image(vision_settings: Settings) -> None:
     schema = {
         "type": "object",
@@ -158,7 +205,7 @@ async def test_structured_output_with_an_image(vision_settings: Settings) -> Non
     }
     async with running_server(vision_settings) as server:
         reply = await ollama.AsyncClient(host=server.url).chat(
-            model="qwen2vl",
+            model="vision",
             messages=[ask([picture(50, 50, seed=2)], "What colour, how many?")],
             format=schema,
             options={"temperature": 0, "num_predict": 64},
@@ -166,21 +213,22 @@ async def test_structured_output_with_an_image(vision_settings: Settings) -> Non
     jsonschema.validate(json.loads(reply.message.content), schema)
 
 
+@pytest.mark.both_backends
 async def test_image_and_text_requests_batch_together_unchanged(vision_settings: Settings) -> None:
     """An image request, a text request on the same vision model and one on a text model, at once:
     each reply is the one it gets alone."""
     requests = [
         {
-            "model": "qwen2vl",
+            "model": "vision",
             "messages": [ask([picture(80, 80, seed=7)])],
             "options": GREEDY | {"num_predict": 20},
         },
         {
-            "model": "qwen2vl",
+            "model": "vision",
             "messages": [ask([], "Tell me a story")],
             "options": GREEDY | {"num_predict": 30},
         },
-        {"model": "qwen2vl", "messages": [ask([picture(40, 90, seed=8)], "And this?")], "options": GREEDY},
+        {"model": "vision", "messages": [ask([picture(40, 90, seed=8)], "And this?")], "options": GREEDY},
         {"model": "random", "messages": [{"role": "user", "content": "Say hello"}], "options": GREEDY},
     ]
     async with running_server(vision_settings) as server:
@@ -197,13 +245,14 @@ async def test_image_and_text_requests_batch_together_unchanged(vision_settings:
     assert together == alone
 
 
+@pytest.mark.both_backends
 async def test_a_broken_picture_is_a_400_and_the_model_goes_on(vision_settings: Settings) -> None:
     async with running_server(vision_settings) as server:
         client = ollama.AsyncClient(host=server.url)
         with pytest.raises(ollama.ResponseError, match="could not be decoded") as raised:
-            await client.chat(model="qwen2vl", messages=[ask([truncated_png()])])
+            await client.chat(model="vision", messages=[ask([truncated_png()])])
         assert raised.value.status_code == 400
-        assert (await client.chat(model="qwen2vl", messages=[ask([picture()])], options=GREEDY)).done
+        assert (await client.chat(model="vision", messages=[ask([picture()])], options=GREEDY)).done
 
 
 async def test_a_disconnect_while_images_are_encoded_stops_the_work(vision_settings: Settings) -> None:
@@ -211,16 +260,14 @@ async def test_a_disconnect_while_images_are_encoded_stops_the_work(vision_setti
     the sequence ends at the next step, before any token, and the model serves the next request."""
     images = [b64(picture(448, 448, seed=s)) for s in range(8)]
     body = {
-        "model": "qwen2vl",
+        "model": "vision",
         "stream": True,
         "messages": [{"role": "user", "content": "x", "images": images}],
     }
     async with running_server(vision_settings) as server:
         engine = server.services.engine
         async with server.client() as http:  # load the model first: the next job starts at once
-            assert (
-                await http.post("/api/chat", json={"model": "qwen2vl", "messages": []})
-            ).status_code == 200
+            assert (await http.post("/api/chat", json={"model": "vision", "messages": []})).status_code == 200
         before = len(engine.history)
 
         async def send() -> None:
@@ -236,14 +283,15 @@ async def test_a_disconnect_while_images_are_encoded_stops_the_work(vision_setti
         (report,) = list(engine.history)[before:]
         async with server.client() as http:
             after = await http.post(
-                "/api/chat", json={"model": "qwen2vl", "stream": False, "messages": [ask([])]}
+                "/api/chat", json={"model": "vision", "stream": False, "messages": [ask([])]}
             )
     assert report.outcome == "cancelled" and report.generated_tokens == 0 and report.decode_steps == 0
     assert report.checks_after_cancel <= 1
     assert after.status_code == 200 and after.json()["done"]
 
 
-async def test_images_for_a_text_model_on_mlx(vision_settings: Settings) -> None:
+@pytest.mark.both_backends
+async def test_images_for_a_text_model_are_refused(vision_settings: Settings) -> None:
     async with running_server(vision_settings) as server:
         with pytest.raises(ollama.ResponseError, match='"random" does not support images') as raised:
             await ollama.AsyncClient(host=server.url).chat(model="random", messages=[ask([picture()])])

@@ -112,3 +112,59 @@ def write_gguf(model_dir: Path, out: Path) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return out
+
+
+def write_projector(out: Path, text_width: int, *, width: int = 32, image: int = 56, patch: int = 14) -> Path:
+    """A LLaVA-style projector GGUF (``mmproj``) for a language model ``text_width`` wide, as
+    llama.cpp's converter writes one: a one-block CLIP vision encoder (class token, learned
+    positions, pre-norm) and the two-layer MLP projector (``mm.0``, ``mm.2``), random weights.
+    An image becomes ``(image / patch) ** 2`` tokens (16), whatever its size: the encoder reads it
+    resized to ``image`` pixels square."""
+    import gguf
+    import numpy as np
+
+    rng = np.random.RandomState(0)
+    writer = gguf.GGUFWriter(str(out), "clip")
+    writer.add_clip_has_vision_encoder(True)
+    writer.add_clip_projector_type("mlp")
+    writer.add_vision_image_size(image)
+    writer.add_vision_patch_size(patch)
+    writer.add_vision_embedding_length(width)
+    writer.add_vision_feed_forward_length(width * 2)
+    writer.add_vision_projection_dim(text_width)
+    writer.add_vision_block_count(1)
+    writer.add_vision_head_count(2)
+    writer.add_vision_attention_layernorm_eps(1e-5)
+    writer.add_vision_image_mean([0.5, 0.5, 0.5])
+    writer.add_vision_image_std([0.5, 0.5, 0.5])
+    writer.add_vision_use_gelu(True)
+
+    def random(name: str, *shape: int, scale: float = 0.2) -> None:
+        writer.add_tensor(name, (rng.randn(*shape) * scale).astype(np.float32))
+
+    def norm(name: str) -> None:
+        writer.add_tensor(f"{name}.weight", np.ones(width, np.float32))
+        writer.add_tensor(f"{name}.bias", np.zeros(width, np.float32))
+
+    random("v.patch_embd.weight", width, 3, patch, patch)
+    random("v.class_embd", width)
+    random("v.position_embd.weight", (image // patch) ** 2 + 1, width)
+    norm("v.pre_ln")
+    for kind in ("attn_q", "attn_k", "attn_v", "attn_out"):
+        random(f"v.blk.0.{kind}.weight", width, width)
+        random(f"v.blk.0.{kind}.bias", width)
+    norm("v.blk.0.ln1")
+    norm("v.blk.0.ln2")
+    random("v.blk.0.ffn_up.weight", width * 2, width)
+    random("v.blk.0.ffn_up.bias", width * 2)
+    random("v.blk.0.ffn_down.weight", width, width * 2)
+    random("v.blk.0.ffn_down.bias", width)
+    random("mm.0.weight", text_width, width)
+    random("mm.0.bias", text_width)
+    random("mm.2.weight", text_width, text_width, scale=1.0)  # loud enough to steer the reply
+    random("mm.2.bias", text_width)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out

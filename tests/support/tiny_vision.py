@@ -146,3 +146,29 @@ def build_qwen2_vl(
     mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
     (out / "config.json").write_text(json.dumps(config, indent=2))
     return out
+
+
+def louder_text_model(source: Path, out: Path) -> Path:
+    """A copy of a tiny text model (``tests.support.tiny_model``) whose reply depends on the whole
+    prompt: attention and MLP outputs :data:`LOUDER`, and an untied output head (see
+    :func:`build_qwen2_vl`), for a GGUF vision model's language half."""
+    import shutil
+
+    import mlx.core as mx
+
+    out.mkdir(parents=True, exist_ok=True)
+    for file in source.iterdir():
+        if file.name not in ("model.safetensors", "config.json") and file.is_file():
+            shutil.copy(file, out / file.name)
+    weights = mx.load(str(source / "model.safetensors"))
+    assert isinstance(weights, dict)
+    for name in list(weights):
+        if name.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight")):
+            weights[name] = weights[name] * LOUDER
+    embed = weights["model.embed_tokens.weight"]
+    mx.random.seed(1)
+    weights["lm_head.weight"] = mx.random.normal(embed.shape) * 0.2
+    mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
+    config = json.loads((source / "config.json").read_text()) | {"tie_word_embeddings": False}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out

@@ -27,6 +27,7 @@ from inference.backends.base import ModelInfo, ModelLoadError
 from inference.backends.chat_template import render
 from inference.backends.llamacpp.batch import LlamaCppBatch
 from inference.backends.llamacpp.embedding import POOLING_TYPES, LlamaCppEmbeddingModel
+from inference.backends.llamacpp.vision import Projector, projector_file, with_markers
 from inference.backends.model_kinds import GenerationOnly
 from inference.store.gguf_file import GGUFError, GGUFHeader, is_gguf, read_header
 from validation.constraint import GrammarCache, TokenConstraint
@@ -170,7 +171,12 @@ class LlamaCppModel(GenerationOnly):
     """A GGUF model loaded into one llama.cpp context of ``parallel`` sequence slots."""
 
     def __init__(
-        self, file: Path, settings: LlamaCppSettings, header: GGUFHeader, num_ctx: int | None = None
+        self,
+        file: Path,
+        settings: LlamaCppSettings,
+        header: GGUFHeader,
+        num_ctx: int | None = None,
+        projector: Path | None = None,
     ) -> None:
         try:
             import llama_cpp
@@ -206,7 +212,17 @@ class LlamaCppModel(GenerationOnly):
                 self.context = LlamaContext(model=self._llama._model, params=params, verbose=False)
         except Exception as error:  # llama-cpp-python raises ValueError for unusable files
             raise ModelLoadError(f"llama.cpp cannot load {file.name}: {error}") from error
-        self.info = replace(info, context_length=window, trained_context=info.context_length)
+        try:
+            self.projector = (
+                None if projector is None else Projector(projector, self._llama.model, settings.threads)
+            )
+        except ModelLoadError:
+            self.context.close()  # type: ignore[no-untyped-call]
+            self._llama.close()
+            raise
+        self.info = replace(
+            info, context_length=window, trained_context=info.context_length, vision=projector is not None
+        )
         self._vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
         self.n_vocab = int(self._llama.n_vocab())
         self.eog = {t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t)}
@@ -229,11 +245,20 @@ class LlamaCppModel(GenerationOnly):
         if chat_template is None:
             return "".join(str(m.get("content", "")) for m in messages)
         special = {"bos_token": self._bos, "eos_token": self._eos}
+        if self.projector is not None:  # images become libmtmd's markers, where the template puts text
+            messages = [with_markers(m) for m in messages]
         return render(chat_template, messages, tools=tools, think=think, special=special)
 
     def tokenize(self, text: str) -> list[int]:
-        add_bos = self._add_bos and not (self._bos and text.startswith(self._bos))
-        return list(self._llama.tokenize(text.encode(), add_bos=add_bos, special=True))
+        return list(self._llama.tokenize(text.encode(), add_bos=self._adds_bos(text), special=True))
+
+    def _adds_bos(self, text: str) -> bool:
+        return self._add_bos and not (self._bos and text.startswith(self._bos))
+
+    def tokenize_with_images(self, text: str, images: Sequence[bytes]) -> tuple[list[int], object]:
+        if self.projector is None:
+            return super().tokenize_with_images(text, images)
+        return self.projector.tokenize(text, images, self._adds_bos(text))
 
     def single_tokens(self, texts: Sequence[str]) -> dict[str, int]:
         lib = self._lib
@@ -279,6 +304,8 @@ class LlamaCppModel(GenerationOnly):
             self._batch.close()
             self._batch = None
         self._grammars = None
+        if self.projector is not None:
+            self.projector.close()
         self.context.close()  # type: ignore[no-untyped-call]
         self._llama.close()
 
@@ -311,7 +338,7 @@ class LlamaCppBackend:
         file = gguf_file(path)
         if file is None:
             raise ValueError(f"{path} holds no GGUF file")
-        return describe_gguf(file)
+        return replace(describe_gguf(file), vision=projector_file(path) is not None)
 
     def load(self, path: Path, num_ctx: int | None = None) -> LlamaCppModel | LlamaCppEmbeddingModel:
         file = gguf_file(path)
@@ -322,7 +349,7 @@ class LlamaCppBackend:
             info = describe_gguf(file, header)
             if info.embedding:
                 return LlamaCppEmbeddingModel(file, info, self.settings.threads, install_hint())
-            return LlamaCppModel(file, self.settings, header, num_ctx)
+            return LlamaCppModel(file, self.settings, header, num_ctx, projector_file(path))
         except ModelLoadError:
             raise
         except (OSError, GGUFError) as error:

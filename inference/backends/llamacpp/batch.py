@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from inference.backends.base import GenerationCancelled, SamplingParams, Step, TokenLogprob
+from inference.backends.llamacpp.vision import ImagePrompt
 from inference.engine.batch import Admission, StepResult, interleaved_chunk
 
 if TYPE_CHECKING:
@@ -68,6 +69,11 @@ class _Member:
     last: int | None = None  # the sampled token not yet evaluated
     fresh: bool = True  # no prompt chunk of its own planned yet
     waiting_for: _Slot | None = field(default=None, repr=False)  # to share a prefix from
+    # A prompt with images: its chunks, evaluated one a step by the projector up to ``ends_at``
+    # (all but a final text chunk, which the shared batch reads as any prompt); ``chunk``: the next.
+    media: ImagePrompt | None = field(default=None, repr=False)
+    chunk: int = 0
+    ends_at: int = 0
 
 
 def _shared(a: list[int], b: list[int]) -> int:
@@ -113,8 +119,14 @@ class LlamaCppBatch:
         free = [slot for slot in self._slots if slot.member is None]
         if not free:
             raise RuntimeError("every sequence slot of this llama.cpp context is busy")
-        # At least one prompt token is computed, for the first token's logits.
-        usable = prompt[:-1] if self._model.reuse_prefixes else []
+        media = admission.media if isinstance(admission.media, ImagePrompt) else None
+        if media is not None:
+            for span in media.spans:  # an image's positions match no other prompt's tokens
+                if span.image:
+                    prompt[span.start : span.end] = [-1] * (span.end - span.start)
+        # At least one prompt token is computed, for the first token's logits. A prompt with
+        # images is computed whole (the projector evaluates whole chunks).
+        usable = prompt[:-1] if self._model.reuse_prefixes and media is None else []
         shares = [_shared(usable, s.tokens) for s in self._slots]  # indexed by sequence id
         slot = max(free, key=lambda s: (shares[s.seq], -s.last_used))
         reused = shares[slot.seq]
@@ -136,7 +148,11 @@ class LlamaCppBatch:
             sampler=self._sampler(admission.params, prompt),
             constraint=admission.constraint,
             decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
+            media=media,
         )
+        if media is not None:
+            last = media.spans[-1]
+            member.ends_at = len(media.spans) - (0 if last.image else 1)
         slot.member = member
         slot.last_used = time.monotonic()
         self._members[admission.key] = member
@@ -183,12 +199,15 @@ class LlamaCppBatch:
             sampler.add_dist(_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF)
         if window > 0 and penalised:
             for token in prompt[-window:]:  # the prompt counts towards repetition, as in llama.cpp
-                sampler.accept(token)
+                if token >= 0:  # (not an image's positions)
+                    sampler.accept(token)
         return sampler
 
     def remove(self, key: int) -> None:
         member = self._members.pop(key, None)
         if member is not None:
+            if member.media is not None:
+                member.media.close()
             member.sampler.close()
             member.slot.member = None
             member.slot.last_used = time.monotonic()
@@ -198,8 +217,10 @@ class LlamaCppBatch:
         decoding: list[_Member] = []
         reading: list[_Member] = []
         window = self._model.info.context_length
-        for member in self._members.values():
-            if member.pending < len(member.prompt):
+        for member in list(self._members.values()):
+            if member.media is not None and member.chunk < member.ends_at:
+                results.extend(self._media_step(member))
+            elif member.pending < len(member.prompt):
                 if member.pending and member.should_stop():
                     results.append((member.key, GenerationCancelled()))
                 else:
@@ -251,6 +272,32 @@ class LlamaCppBatch:
                 except Exception as error:  # this sequence's failure is its own
                     results.append((member.key, error))
         return results
+
+    def _media_step(self, member: _Member) -> list[tuple[int, StepResult]]:
+        """One chunk of a prompt with images, through the projector (before the step's shared
+        decode, whose logits would replace this one's); a token when it was the prompt's last."""
+        media = member.media
+        assert media is not None and self._model.projector is not None
+        if member.chunk and member.should_stop():
+            return [(member.key, GenerationCancelled())]
+        last = member.chunk == len(media.spans) - 1
+        try:
+            self._model.projector.eval_chunk(
+                self._context.ctx, media, member.chunk, member.slot.seq, self._capacity, logits=last
+            )
+        except Exception as error:  # this sequence's failure is its own
+            return [(member.key, error)]
+        span = media.spans[member.chunk]
+        member.chunk += 1
+        member.slot.tokens.extend(member.prompt[span.start : span.end])
+        member.pending = span.end
+        member.fresh = False
+        if not last:
+            return []
+        try:
+            return [(member.key, self._sample(member, -1))]
+        except Exception as error:
+            return [(member.key, error)]
 
     @staticmethod
     def _worth_waiting_for(member: _Member, planned: list[tuple[_Member, int]]) -> _Member | None:

@@ -109,7 +109,9 @@ class MlxVisionModel(MlxPrompting, GenerationOnly):
         inputs = self._processor(text=[text], images=pictures, add_special_tokens=add_special)
         ids = inputs["input_ids"]
         tokens = [int(t) for t in (ids.tolist() if hasattr(ids, "tolist") else ids)[0]]
-        media = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask") and v is not None}
+        media = {
+            k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask") and v is not None
+        }
         return tokens, media
 
     def open_batch(self) -> GeneratorBatch:
@@ -149,7 +151,9 @@ class MlxVisionModel(MlxPrompting, GenerationOnly):
                 yield None  # one chunk a step, as the text models prefill
                 if admission.should_stop():
                     raise GenerationCancelled
-        yield from self._decode(admission, HandOver(cache, prompt[:fed], prompt[fed:]), _LanguageStep(lm, state))
+        yield from self._decode(
+            admission, HandOver(cache, prompt[:fed], prompt[fed:]), _LanguageStep(lm, state)
+        )
 
     def _decode(
         self, admission: Admission, state: HandOver, model: _LanguageStep
