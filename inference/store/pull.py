@@ -38,6 +38,7 @@ from inference.store.names import ModelName, parse_name
 # What a model directory needs, as mlx-lm downloads it (remote code is never fetched).
 MLX_FILES = ("*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja")
 PREFERRED_QUANTS = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q8_0", "Q4_0", "F16", "BF16")
+PROJECTOR_PRECISIONS = ("F16", "BF16", "F32", "Q8_0")
 _SHARD = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
 REPORT_EVERY = 0.06  # seconds between progress lines per file, as Ollama paces them
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -206,7 +207,7 @@ def _plan(wanted: ModelName, endpoint: str, token: str | None) -> _Plan:
             )
         plan.files = [r for r in remotes if "/" not in r.name and any(fnmatch(r.name, p) for p in MLX_FILES)]
     elif ggufs:
-        plan.files = _gguf_files(wanted, ggufs)
+        plan.files = _gguf_files(wanted, ggufs) + _projector(remotes)
     else:
         raise PullError(
             f"{wanted.repo} is not an MLX or GGUF model: it has no config.json with *.safetensors "
@@ -221,6 +222,20 @@ def _plan(wanted: ModelName, endpoint: str, token: str | None) -> _Plan:
                 f"{wanted.repo} lists a file trillm will not write: {error}", FailureKind.INVALID_REQUEST
             ) from error
     return plan
+
+
+def _projector(remotes: list[RemoteFile]) -> list[RemoteFile]:
+    """A vision model's projector (``mmproj*.gguf``), pulled beside its GGUF as Ollama pairs
+    them: the F16 one where the repo has several, as llama-server's ``-hf`` picks."""
+    projectors = sorted(
+        (r for r in remotes if "mmproj" in r.name.lower() and r.name.lower().endswith(".gguf")),
+        key=lambda r: r.name,
+    )
+    for precision in PROJECTOR_PRECISIONS:
+        found = [r for r in projectors if _quant_pattern(precision).search(r.name)]
+        if found:
+            return found[:1]
+    return projectors[:1]
 
 
 def _quant_pattern(quant: str) -> re.Pattern[str]:

@@ -23,6 +23,7 @@ from inference.backends.llamacpp.backend import LlamaCppBackend, LlamaCppSetting
 from inference.engine.batch import Admission
 from tests.conftest import Server, running_server
 from tests.support.fake_hub import FakeHub, HubRepo, running_hub
+from tests.support.pictures import picture
 
 pytestmark = pytest.mark.mlx
 HELLO = [{"role": "user", "content": "Say hello"}]
@@ -123,17 +124,25 @@ async def test_an_ollama_store_is_served_under_ollama_names_and_never_modified(
 
 
 @pytest.fixture
-def gguf_hub(gguf_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+def gguf_hub(
+    gguf_files: dict[str, Path], vision_gguf_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FakeHub]:
     weights = gguf_files["tiny"].read_bytes()
     repo = HubRepo(
         {
             "README.md": b"# tiny in GGUF\n",
             "tiny-Q4_K_M.gguf": b"GGUF not really Q4_K_M",
             "tiny-F32.gguf": weights,
-            "tiny-F32-mmproj.gguf": b"GGUF projector",
         }
     )
-    fake = FakeHub(repos={"someone/tiny-GGUF": repo})
+    vision = HubRepo(
+        {
+            "model-F32.gguf": (vision_gguf_dir / "model.gguf").read_bytes(),
+            "mmproj-model-f16.gguf": (vision_gguf_dir / "mmproj-model-f32.gguf").read_bytes(),
+            "mmproj-model-q8_0.gguf": b"GGUF not this one",
+        }
+    )
+    fake = FakeHub(repos={"someone/tiny-GGUF": repo, "someone/vision-GGUF": vision})
     with running_hub(fake):
         monkeypatch.setenv("HF_ENDPOINT", fake.url)
         yield fake
@@ -162,6 +171,28 @@ async def test_pull_a_gguf_quantisation_from_a_hub_repo(server: Server, gguf_hub
             "/api/pull", json={"model": "hf.co/someone/tiny-GGUF:Q2_K", "stream": False}
         )
         assert missing.status_code == 404 and "tiny-F32.gguf" in missing.json()["error"]
+
+
+async def test_pull_a_gguf_vision_model_brings_its_projector(server: Server, gguf_hub: FakeHub) -> None:
+    """A GGUF repo with an ``mmproj`` file: the projector comes down beside the model (the F16
+    one of several), and the pulled model reads images."""
+    client = ollama.AsyncClient(host=server.url)
+    await client.pull("hf.co/someone/vision-GGUF")
+    assert gguf_hub.downloads("mmproj-model-f16.gguf") and not gguf_hub.downloads("mmproj-model-q8_0.gguf")
+    shown = await client.show("someone/vision-GGUF")
+    assert shown.capabilities is not None and "vision" in shown.capabilities
+    image = picture(40, 40)
+    seen = await client.chat(
+        model="someone/vision-GGUF",
+        messages=[{"role": "user", "content": "What?", "images": [image]}],
+        options={"temperature": 0, "num_predict": 4},
+    )
+    blind = await client.chat(
+        model="someone/vision-GGUF",
+        messages=[{"role": "user", "content": "What?"}],
+        options={"temperature": 0, "num_predict": 4},
+    )
+    assert seen.prompt_eval_count == (blind.prompt_eval_count or 0) + 16
 
 
 @pytest.fixture
