@@ -7,6 +7,8 @@ which order; the real vision model is in tests/models/test_vision.py.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from app.config import Settings
 from tests.conftest import Server, running_server, wait_until
 from tests.http.test_cancellation import wait_idle
 from tests.http.test_cli import trillm
+from tests.http.test_cli_habits import ROOT
 from tests.http.test_dialects import claude, oai
 from tests.support.pictures import b64, data_url, flat, picture, truncated_png
 
@@ -273,3 +276,28 @@ async def test_trillm_run_attaches_the_images_a_prompt_names(server: Server, tmp
     assert seen(server) == "<user>[image 33x22][image 11x12]compare and<assistant>"
     code, out, _ = await trillm(server, "run", "fake", f"what is {tmp_path / 'cat.png'}")
     assert code == 0 and seen(server).endswith(f"what is {tmp_path / 'cat.png'}<assistant>")
+
+
+async def test_the_vision_example_runs(server: Server, tmp_path: Path) -> None:
+    """``examples/vision.py`` against the fake vision model (every client answers) and a text model
+    (the 400 is printed)."""
+    (tmp_path / "cat.png").write_bytes(picture(10, 10))
+    env = {**os.environ, "TRILLM_HOST": server.url}
+
+    async def example(model: str) -> str:
+        done = await trio.run_process(
+            [sys.executable, str(ROOT / "examples" / "vision.py"), model, str(tmp_path / "cat.png")],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        return done.stdout.decode()
+
+    assert (await example("fakevision")).splitlines() == [
+        "ollama: I see.",
+        "openai: I see.",
+        "anthropic: I see.",
+    ]
+    assert "does not support images" in await example("fake")
