@@ -24,7 +24,7 @@ from tests.http.test_cancellation import wait_idle
 from tests.http.test_cli import trillm
 from tests.http.test_cli_habits import ROOT
 from tests.http.test_dialects import claude, oai
-from tests.support.pictures import b64, data_url, flat, picture, truncated_png
+from tests.support.pictures import b64, data_url, flat, image_block, picture, truncated_png
 
 
 def seen(server: Server) -> str:
@@ -100,10 +100,7 @@ async def test_openai_image_url_parts_responses_input_image_and_anthropic_image_
             {
                 "role": "user",
                 "content": [
-                    {
-                        "type": "image",
-                        "source": {"type": "base64", "media_type": "image/png", "data": b64(picture(6, 2))},
-                    },
+                    image_block(picture(6, 2)),
                     {"type": "text", "text": "Look"},
                 ],
             }
@@ -137,12 +134,7 @@ async def test_images_for_a_text_only_model_are_a_400_that_says_so(server: Serve
             messages=[
                 {
                     "role": "user",
-                    "content": [
-                        {
-                            "type": "image",
-                            "source": {"type": "base64", "media_type": "image/png", "data": b64(picture())},
-                        }
-                    ],
+                    "content": [image_block(picture())],
                 }
             ],
         )

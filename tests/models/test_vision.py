@@ -22,7 +22,7 @@ import trio
 from app.config import Settings
 from tests.conftest import running_server, wait_until
 from tests.http.test_dialects import claude, oai
-from tests.support.pictures import b64, data_url, picture, truncated_png
+from tests.support.pictures import b64, data_url, image_block, picture, truncated_png
 
 pytestmark = pytest.mark.mlx
 
@@ -180,10 +180,7 @@ async def test_openai_image_url_streaming_and_responses_input_image(vision_setti
                 {
                     "role": "user",
                     "content": [
-                        {
-                            "type": "image",
-                            "source": {"type": "base64", "media_type": "image/png", "data": b64(image)},
-                        },
+                        image_block(image),
                         {"type": "text", "text": "Name it."},
                     ],
                 }

@@ -34,6 +34,11 @@ def data_url(data: bytes, kind: str = "image/png") -> str:
     return f"data:{kind};base64,{b64(data)}"
 
 
+def image_block(data: bytes) -> dict[str, object]:
+    """An Anthropic Messages ``image`` block holding ``data`` (a PNG)."""
+    return {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b64(data)}}
+
+
 def truncated_png() -> bytes:
     """A PNG whose header is whole (size and format read fine) and whose pixel data is cut off."""
     whole = picture(64, 64)

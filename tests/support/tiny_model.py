@@ -88,7 +88,10 @@ def _train_tokenizer(
     corpus: list[str],
     template: str = CHAT_TEMPLATE,
     markers: tuple[str, ...] = (),
+    special: tuple[str, ...] = (),
 ) -> None:
+    """Train and save a byte-level BPE tokenizer with its config; ``markers`` are added as plain
+    single tokens, ``special`` as special ones (a vision model's image placeholders)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -103,6 +106,7 @@ def _train_tokenizer(
     tok.train_from_iterator(corpus, trainer=trainer)
     # Markers such as <think> are single, non-special tokens (as in Qwen): they decode as text.
     tok.add_tokens([AddedToken(m, special=False, normalized=False) for m in markers])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in special])
     tok.save(str(out / "tokenizer.json"))
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",

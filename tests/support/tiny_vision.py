@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.support.tiny_model import CORPUS, SPECIAL_TOKENS
+from tests.support.tiny_model import CORPUS, _train_tokenizer
 
 VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 
@@ -49,35 +49,11 @@ def build_qwen2_vl(
     from mlx.utils import tree_flatten
     from mlx_vlm.models import qwen2_vl
     from mlx_vlm.utils import update_module_configs
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS * 4, trainer=trainer)
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in VISION_TOKENS])
-    tok.save(str(out / "tokenizer.json"))
-    tokenizer_config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": None,
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-        "unk_token": None,
-        "model_max_length": 4096,
-        "chat_template": QWEN2_VL_TEMPLATE,
-        "add_bos_token": False,
-    }
-    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
-    (out / "special_tokens_map.json").write_text(
-        json.dumps({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
-    )
+    _train_tokenizer(out, vocab_size, CORPUS * 4, QWEN2_VL_TEMPLATE, special=tuple(VISION_TOKENS))
+    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
     ids = {t: tok.token_to_id(t) for t in VISION_TOKENS}
     preprocessor = {
         "image_processor_type": "Qwen2VLImageProcessor",
@@ -112,6 +88,7 @@ def build_qwen2_vl(
         "tie_word_embeddings": False,
         "torch_dtype": "float32",
         "eos_token_id": tok.token_to_id("<|im_end|>"),
+        "bos_token_id": tok.token_to_id("<|endoftext|>"),
         "image_token_id": ids["<|image_pad|>"],
         "video_token_id": ids["<|video_pad|>"],
         "vision_start_token_id": ids["<|vision_start|>"],
