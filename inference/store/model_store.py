@@ -229,14 +229,15 @@ class ModelStore:
             if cached is not None and cached[1].ollama == found:
                 models.append(cached[1])  # unchanged manifest: no file opened
                 continue
-            backend = self.backend_for(found.gguf)
+            path = found.gguf if found.projector is None else self._paired(found)
+            backend = self.backend_for(path)
             if backend is None:
                 continue
             model = StoredModel(
                 name=found.name,
-                path=found.gguf,
+                path=path,
                 backend=backend.name,
-                info=self._read_info(backend, found.gguf),
+                info=self._read_info(backend, path),
                 modified_at=found.modified_at,
                 digest=found.digest,
                 ollama=found,
@@ -244,6 +245,22 @@ class ModelStore:
             self._cache[found.manifest] = (0.0, model)
             models.append(model)
         return models
+
+    def _paired(self, found: OllamaModel) -> Path:
+        """A directory of this store linking an Ollama vision model's GGUF and its projector, the
+        layout the llama.cpp backend reads a vision model from (the Ollama store is never written)."""
+        assert found.projector is not None
+        pair = self.root / "snapshots" / f"ollama-{found.digest[:32]}"
+        links = {"model.gguf": found.gguf, "mmproj.gguf": found.projector}
+        with self._lock:
+            pair.mkdir(parents=True, exist_ok=True)
+            for name, target in links.items():
+                link = pair / name
+                if link.is_symlink() and link.resolve() != target.resolve():
+                    link.unlink()
+                if not link.is_symlink():
+                    link.symlink_to(target)
+        return pair
 
     def _managed_models(self) -> StoredModels:
         models = []

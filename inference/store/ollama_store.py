@@ -2,8 +2,8 @@
 
 Ollama keeps ``<root>/manifests/HOST/NAMESPACE/MODEL/TAG`` (OCI-style JSON listing layers by
 digest) and the layers in ``<root>/blobs/sha256-HEX``. The ``application/vnd.ollama.image.model``
-layer is a GGUF file; the ``params`` layer holds default options and the ``system`` layer a system
-prompt. Ollama's own ``template`` layer is a Go template, which trillm does not run: the GGUF's
+layer is a GGUF file; the ``params`` layer holds default options, the ``system`` layer a system
+prompt, and a vision model's ``projector`` layer its mmproj GGUF. Ollama's own ``template`` layer is a Go template, which trillm does not run: the GGUF's
 Jinja ``tokenizer.chat_template`` is used instead.
 
 Everything here only reads. Names follow Ollama's: ``registry.ollama.ai/library/llama3.2:1b`` is
@@ -28,6 +28,7 @@ HUGGING_FACE = ("hf.co", "huggingface.co")
 MODEL_LAYER = "application/vnd.ollama.image.model"
 PARAMS_LAYER = "application/vnd.ollama.image.params"
 SYSTEM_LAYER = "application/vnd.ollama.image.system"
+PROJECTOR_LAYER = "application/vnd.ollama.image.projector"  # a vision model's mmproj (a GGUF)
 SMALL_LAYER_LIMIT = 1 << 20  # params and system layers are read only up to this size
 
 
@@ -42,6 +43,7 @@ class OllamaModel:
     modified_at: datetime
     parameters: dict[str, Any]
     system: str | None
+    projector: Path | None = None  # a vision model's projector GGUF (llava and its kin)
 
 
 def ollama_name(host: str, namespace: str, model: str, tag: str) -> str | None:
@@ -111,6 +113,9 @@ class OllamaStore:
             modified_at=datetime.fromtimestamp(mtime / 1e9).astimezone(),
             parameters=_small_json(by_type.get(PARAMS_LAYER)),
             system=_small_text(by_type.get(SYSTEM_LAYER)),
+            projector=projector
+            if (projector := by_type.get(PROJECTOR_LAYER)) and projector.is_file()
+            else None,
         )
 
     def _blob(self, digest: str) -> Path:

@@ -173,6 +173,36 @@ async def test_pull_a_gguf_quantisation_from_a_hub_repo(server: Server, gguf_hub
         assert missing.status_code == 404 and "tiny-F32.gguf" in missing.json()["error"]
 
 
+async def test_an_ollama_vision_model_reads_images_with_its_projector_layer(
+    settings: Settings, tmp_path: Path, vision_gguf_dir: Path
+) -> None:
+    """A model of an Ollama store with a ``projector`` layer (llava and its kin): served as a
+    vision model, the Ollama store left as it was."""
+    root = tmp_path / "ollama"
+    layers = {
+        "model": (vision_gguf_dir / "model.gguf").read_bytes(),
+        "projector": (vision_gguf_dir / "mmproj-model-f32.gguf").read_bytes(),
+    }
+    add_manifest(root, "registry.ollama.ai", "library", "llava", "7b", layers)
+    settings.ollama_models = root
+    before = snapshot(root)
+    async with running_server(settings) as server:
+        client = ollama.AsyncClient(host=server.url)
+        shown = await client.show("llava:7b")
+        assert shown.capabilities is not None and "vision" in shown.capabilities
+        options = {"temperature": 0, "num_predict": 4}
+        seen = await client.chat(
+            model="llava:7b",
+            messages=[{"role": "user", "content": "What?", "images": [picture()]}],
+            options=options,
+        )
+        blind = await client.chat(
+            model="llava:7b", messages=[{"role": "user", "content": "What?"}], options=options
+        )
+    assert seen.prompt_eval_count == (blind.prompt_eval_count or 0) + 16
+    assert snapshot(root) == before
+
+
 async def test_pull_a_gguf_vision_model_brings_its_projector(server: Server, gguf_hub: FakeHub) -> None:
     """A GGUF repo with an ``mmproj`` file: the projector comes down beside the model (the F16
     one of several), and the pulled model reads images."""
