@@ -210,6 +210,40 @@ async def test_structured_output_with_an_image(vision_settings: Settings) -> Non
     jsonschema.validate(json.loads(reply.message.content), schema)
 
 
+async def test_a_forced_tool_call_about_an_image(vision_settings: Settings) -> None:
+    """Tools work beside an image as without one: a required call is one valid call."""
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "tag_picture",
+            "description": "Tag the picture",
+            "parameters": {
+                "type": "object",
+                "properties": {"label": {"enum": ["cat", "dog", "car"]}, "outdoor": {"type": "boolean"}},
+                "required": ["label", "outdoor"],
+            },
+        },
+    }
+    parts = [
+        {"type": "text", "text": "Tag it."},
+        {"type": "image_url", "image_url": {"url": data_url(picture())}},
+    ]
+    async with running_server(vision_settings) as server:
+        reply = await oai(server).chat.completions.create(
+            model="vision",
+            messages=[{"role": "user", "content": parts}],  # type: ignore[misc,list-item]
+            tools=[tool],  # type: ignore[list-item]
+            tool_choice="required",
+            parallel_tool_calls=False,  # one call, then the grammar ends the reply
+            temperature=0,
+            max_tokens=256,  # the tiny vocabulary spells JSON nearly a character a token
+        )
+    (call,) = reply.choices[0].message.tool_calls or []
+    assert call.function.name == "tag_picture"  # type: ignore[union-attr]
+    arguments = json.loads(call.function.arguments)  # type: ignore[union-attr]
+    jsonschema.validate(arguments, tool["function"]["parameters"])  # type: ignore[index]
+
+
 @pytest.mark.both_backends
 async def test_image_and_text_requests_batch_together_unchanged(vision_settings: Settings) -> None:
     """An image request, a text request on the same vision model and one on a text model, at once:

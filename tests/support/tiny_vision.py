@@ -5,7 +5,8 @@ The directory holds what ``mlx_vlm.load`` reads from a real ``Qwen/Qwen2-VL-*`` 
 ``vision_config`` beside them, the image token ids), ``preprocessor_config.json`` (the image
 processor: patch and merge sizes, the pixel bounds that decide how many image tokens a picture
 becomes), a byte-level BPE tokenizer with the vision special tokens, and a chat template that
-writes ``<|vision_start|><|image_pad|><|vision_end|>`` where a message has an image part.
+writes ``<|vision_start|><|image_pad|><|vision_end|>`` where a message has an image part (and
+declares tools, as Qwen2.5-VL's does).
 
 Weights are random, made by mlx-vlm's own model class and saved under its names (which its
 ``sanitize`` leaves as they are). No training: the tests compare a reply with and without an image
@@ -22,6 +23,10 @@ from tests.support.tiny_model import CORPUS, _train_tokenizer
 VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 
 QWEN2_VL_TEMPLATE = (
+    # Tools as Qwen2.5-VL's template declares them (Hermes-style <tool_call> replies).
+    "{% if tools %}<|im_start|>system\n# Tools\n<tools>\n"
+    "{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}</tools>\n"
+    'Reply with <tool_call>{"name": ..., "arguments": ...}</tool_call><|im_end|>\n{% endif %}'
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' }}"
     "{% if message['content'] is string %}{{ message['content'] }}"
