@@ -22,8 +22,8 @@ from app.protocol.requests import Body, ChatRequest, ModelField
 
 
 class Block(BaseModel):
-    """A content block: ``text``, ``tool_use``, ``tool_result``, ``thinking`` (others are refused
-    by the translation, by name)."""
+    """A content block: ``text``, ``image`` (``source`` base64), ``tool_use``, ``tool_result``,
+    ``thinking`` (others are refused by the translation, by name)."""
 
     model_config = ConfigDict(strict=True, extra="allow")
     type: str = Field(examples=["text"])
@@ -35,6 +35,9 @@ class Block(BaseModel):
     content: str | list[Block] | None = None
     is_error: bool | None = None
     thinking: str | None = None
+    source: dict[str, Any] | None = Field(
+        None, description='image: {"type": "base64", "media_type": "image/png", "data": ...}'
+    )
 
 
 class AnthropicMessage(BaseModel):

@@ -303,10 +303,19 @@ class LegacyEmbeddingsRequest(Body):
 # -- OpenAI's /v1/* --------------------------------------------------------------------------
 
 
-class ContentPart(BaseModel):
+class ImageUrl(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
-    type: str = Field(examples=["text"])
+    url: str = Field(description="a base64 data URL (data:image/png;base64,...); the server fetches no URL")
+    detail: str | None = Field(None, description="accepted, not used")
+
+
+class ContentPart(BaseModel):
+    """A ``text`` part, or an ``image_url`` part for a vision model."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    type: str = Field(examples=["text", "image_url"])
     text: str | None = None
+    image_url: ImageUrl | str | None = None
 
 
 class OpenAIMessage(BaseModel):

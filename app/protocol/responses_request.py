@@ -34,9 +34,14 @@ STATELESS = (
 
 
 class InputPart(BaseModel):
+    """An ``input_text`` part, or an ``input_image`` part for a vision model."""
+
     model_config = ConfigDict(strict=True, extra="allow")
-    type: str = Field(examples=["input_text"])
+    type: str = Field(examples=["input_text", "input_image"])
     text: str | None = None
+    image_url: str | None = Field(
+        None, description="input_image: a base64 data URL (data:image/png;base64,...)"
+    )
 
 
 class InputItem(BaseModel):
