@@ -327,3 +327,17 @@ async def test_images_for_a_text_model_are_refused(vision_settings: Settings) ->
         with pytest.raises(ollama.ResponseError, match='"random" does not support images') as raised:
             await ollama.AsyncClient(host=server.url).chat(model="random", messages=[ask([picture()])])
     assert raised.value.status_code == 400
+
+
+def test_a_template_that_places_no_image_is_a_clear_error(vision_dir: Any) -> None:
+    """Images with a prompt that holds no image placeholder (a template that ignores image
+    parts) are refused before any work, not left to fail inside the model."""
+    from inference.backends.mlx.backend import MlxBackend
+    from validation.images import ImageProblem
+
+    model = MlxBackend().load(vision_dir)
+    with pytest.raises(ImageProblem, match="placed none of the images"):
+        model.tokenize_with_images("<|im_start|>user\nhi<|im_end|>\n", [picture()])
+    tokens, media = model.tokenize_with_images(model.render_chat([ask([picture()])]), [picture()])
+    assert len(tokens) > 6 and isinstance(media, dict) and "pixel_values" in media
+    model.close()

@@ -35,7 +35,7 @@ from inference.backends.mlx.solo import HandOver, SoloSequence
 from inference.backends.model_kinds import GenerationOnly
 from inference.engine.batch import Admission, GeneratorBatch
 from validation.constraint import TokenConstraint
-from validation.images import decode_image
+from validation.images import ImageProblem, decode_image
 
 # Attributes where mlx-vlm's language models keep one sequence's rotary positions between calls.
 _ROTARY_STATE = ("_rope_deltas", "_position_ids")
@@ -109,6 +109,13 @@ class MlxVisionModel(MlxPrompting, GenerationOnly):
         inputs = self._processor(text=[text], images=pictures, add_special_tokens=add_special)
         ids = inputs["input_ids"]
         tokens = [int(t) for t in (ids.tolist() if hasattr(ids, "tolist") else ids)[0]]
+        config = self._model.config
+        placeholder = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
+        if isinstance(placeholder, int) and placeholder not in tokens:
+            raise ImageProblem(
+                "the chat template placed none of the images in the prompt (no image token in it); "
+                "this model's template does not read image parts"
+            )
         media = {
             k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask") and v is not None
         }
