@@ -229,7 +229,7 @@ class ModelStore:
             if cached is not None and cached[1].ollama == found:
                 models.append(cached[1])  # unchanged manifest: no file opened
                 continue
-            path = found.gguf if found.projector is None else self._paired(found)
+            path = found.gguf if found.projector is None else (self._paired(found) or found.gguf)
             backend = self.backend_for(path)
             if backend is None:
                 continue
@@ -246,20 +246,27 @@ class ModelStore:
             models.append(model)
         return models
 
-    def _paired(self, found: OllamaModel) -> Path:
+    def _paired(self, found: OllamaModel) -> Path | None:
         """A directory of this store linking an Ollama vision model's GGUF and its projector, the
-        layout the llama.cpp backend reads a vision model from (the Ollama store is never written)."""
+        layout the llama.cpp backend reads a vision model from (the Ollama store is never written);
+        ``None`` where this store cannot be written (the model is then served as a text model)."""
         assert found.projector is not None
         pair = self.root / "snapshots" / f"ollama-{found.digest[:32]}"
         links = {"model.gguf": found.gguf, "mmproj.gguf": found.projector}
-        with self._lock:
-            pair.mkdir(parents=True, exist_ok=True)
-            for name, target in links.items():
-                link = pair / name
-                if link.is_symlink() and link.resolve() != target.resolve():
-                    link.unlink()
-                if not link.is_symlink():
-                    link.symlink_to(target)
+        try:
+            with self._lock:
+                pair.mkdir(parents=True, exist_ok=True)
+                for name, target in links.items():
+                    link = pair / name
+                    if link.is_symlink() and link.resolve() != target.resolve():
+                        link.unlink()
+                    if not link.is_symlink():
+                        link.symlink_to(target)
+        except OSError as error:
+            self._warn_once(
+                found.manifest, f"{found.name}: its projector cannot be linked ({error}); served as text only"
+            )
+            return None
         return pair
 
     def _managed_models(self) -> StoredModels:

@@ -203,6 +203,27 @@ async def test_an_ollama_vision_model_reads_images_with_its_projector_layer(
     assert snapshot(root) == before
 
 
+def test_an_ollama_vision_model_is_served_as_text_where_its_projector_cannot_be_linked(
+    tmp_path: Path, vision_gguf_dir: Path
+) -> None:
+    """Linking the pair needs this store to be writable; where it is not, the model is still
+    listed (as a text model) and the listing does not fail."""
+    from inference.store.model_store import ModelStore
+    from inference.store.ollama_store import OllamaStore
+
+    root = tmp_path / "ollama"
+    layers = {
+        "model": (vision_gguf_dir / "model.gguf").read_bytes(),
+        "projector": (vision_gguf_dir / "mmproj-model-f32.gguf").read_bytes(),
+    }
+    add_manifest(root, "registry.ollama.ai", "library", "llava", "7b", layers)
+    store_root = tmp_path / "store"
+    store_root.mkdir()
+    (store_root / "snapshots").write_text("not a directory")  # every link under it fails
+    (model,) = ModelStore(store_root, [LlamaCppBackend()], OllamaStore(root)).list()
+    assert model.name == "llava:7b" and not model.info.vision and model.path.is_file()
+
+
 async def test_pull_a_gguf_vision_model_brings_its_projector(server: Server, gguf_hub: FakeHub) -> None:
     """A GGUF repo with an ``mmproj`` file: the projector comes down beside the model (the F16
     one of several), and the pulled model reads images."""
