@@ -67,6 +67,12 @@ def base64_of_url(url: object, where: str) -> str:
     return match["data"]
 
 
+def images_in(message: dict[str, object]) -> list[bytes]:
+    """The checked images a native chat message carries (``fields.messages`` put them there)."""
+    images = message.get("images")
+    return [image for image in images if isinstance(image, bytes)] if isinstance(images, list) else []
+
+
 def check_image(data: bytes, where: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> CheckedImage:
     """``data`` if Pillow recognises it as an image within ``max_pixels``; reads the header only."""
     from PIL import Image, UnidentifiedImageError

@@ -202,11 +202,12 @@ def _run(client: Client, args: argparse.Namespace) -> None:
         if not _pullable(args.model):
             raise CliError(_not_found(client, args.model))
         _pull(client, args)
+        response = client.http.post("/api/show", json={"model": args.model})
     elif response.is_error:
         raise CliError(server_message(response))
     elif response.json().get("capabilities") == ["embedding"]:
         return _print_embedding(client, args)
-    capabilities = response.json().get("capabilities") if response.is_success else None
+    capabilities = (response.json().get("capabilities") if response.is_success else None) or []
     session = repl.Session(
         model=args.model,
         verbose=args.verbose,
@@ -214,17 +215,9 @@ def _run(client: Client, args: argparse.Namespace) -> None:
         think=None if args.think is None else args.think == "true",
         format=args.format,
         keep_alive=args.keepalive,
-        vision="vision" in (capabilities or []) or _shows_vision(client, args.model, capabilities),
+        vision="vision" in capabilities,
     )
     repl.run(client, session, " ".join(args.prompt))
-
-
-def _shows_vision(client: Client, model: str, capabilities: object) -> bool:
-    """Whether a model just pulled (no capabilities known yet) reads images."""
-    if capabilities is not None:
-        return False
-    shown = client.http.post("/api/show", json={"model": model})
-    return shown.is_success and "vision" in (shown.json().get("capabilities") or [])
 
 
 def _print_embedding(client: Client, args: argparse.Namespace) -> None:

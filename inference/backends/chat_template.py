@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from validation.images import images_in
+
 
 def template_message(message: dict[str, object]) -> dict[str, object]:
     """An Ollama message in the shape Hugging Face chat templates expect."""
-    out = dict(message)
-    images = out.pop("images", None)
-    if isinstance(images, list) and images:
+    out = {k: v for k, v in message.items() if k != "images"}
+    if images := images_in(message):
         # Vision templates read content parts: an image part where each image's tokens go.
         text = out.get("content") or ""
         out["content"] = [*({"type": "image"} for _ in images), {"type": "text", "text": text}]

@@ -35,7 +35,7 @@ from typing import Any
 from inference.backends.base import GenerationCancelled, ModelInfo, ModelLoadError, Step
 from inference.backends.model_kinds import EmbeddingOnly, GenerationOnly
 from inference.engine.batch import Admission, GeneratorBatch, StepResult
-from validation.images import decode_image
+from validation.images import decode_image, images_in
 
 EOS = 0
 
@@ -59,7 +59,7 @@ class FakeModel(GenerationOnly):
         template: str | None = None,
     ) -> str:
         rendered = "".join(
-            f"<{m.get('role')}>{'<image>' * len(_images(m))}{m.get('content', '')}" for m in messages
+            f"<{m.get('role')}>{'<image>' * len(images_in(m))}{m.get('content', '')}" for m in messages
         )
         if template is not None:  # a stand-in for Jinja: the template wraps the conversation
             return template.replace("{{ messages }}", rendered)
@@ -150,11 +150,6 @@ class _PacedBatch(GeneratorBatch):
         return results
 
 
-def _images(message: dict[str, object]) -> list[object]:
-    images = message.get("images")
-    return images if isinstance(images, list) else []
-
-
 def token_vector(token: int, width: int) -> list[float]:
     """The fake embedding model's vector for one token id."""
     return [float(((token * (i + 3)) % 17) - 8) for i in range(width)]
@@ -199,15 +194,16 @@ class FakeBackend:
         return (path / "fake.json").is_file()
 
     def describe(self, path: Path) -> ModelInfo:
+        script = self._script(path)
         return ModelInfo(
             family="fake",
-            context_length=int(self._script(path).get("context_length", 4096)),
+            context_length=int(script.get("context_length", 4096)),
             parameter_count=1000,
             quantization="F32",
-            chat_template=str(self._script(path).get("template", "{{ .Prompt }}")),
+            chat_template=str(script.get("template", "{{ .Prompt }}")),
             size_bytes=(path / "fake.json").stat().st_size,
-            pooling=str(self._script(path).get("pooling", "")),
-            vision=bool(self._script(path).get("vision", False)),
+            pooling=str(script.get("pooling", "")),
+            vision=bool(script.get("vision", False)),
         )
 
     def load(self, path: Path, num_ctx: int | None = None) -> FakeModel | FakeEmbeddingModel:

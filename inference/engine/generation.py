@@ -22,7 +22,7 @@ from inference.engine.stops import StopMatcher
 from inference.failures import FailureKind
 from validation.constraint import ConstraintError, TokenConstraint
 from validation.grammars import MARKERS, answer_grammar, tool_grammar
-from validation.images import ImageProblem
+from validation.images import ImageProblem, images_in
 from validation.reply import ReplyDelta, ReplyParser
 from validation.structured import OutputMismatch
 
@@ -107,11 +107,6 @@ class _Reply:
         return scores
 
 
-def _images(message: dict[str, object]) -> list[bytes]:
-    images = message.get("images")
-    return [image for image in images if isinstance(image, bytes)] if isinstance(images, list) else []
-
-
 def new_call_id() -> str:
     return "call_" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
@@ -191,7 +186,7 @@ class Generation:
             return self._failed(
                 "failed", f"context holds token ids outside this model's vocabulary of {vocab}", INVALID
             )
-        images = [image for message in request.messages for image in _images(message)]
+        images = [image for message in request.messages for image in images_in(message)]
         if images:
             try:
                 tokens, self.media = model.tokenize_with_images(text, images)

@@ -69,11 +69,10 @@ class _Member:
     last: int | None = None  # the sampled token not yet evaluated
     fresh: bool = True  # no prompt chunk of its own planned yet
     waiting_for: _Slot | None = field(default=None, repr=False)  # to share a prefix from
-    # A prompt with images: its chunks, evaluated one a step by the projector up to ``ends_at``
-    # (all but a final text chunk, which the shared batch reads as any prompt); ``chunk``: the next.
+    # A prompt with images: its chunks, evaluated one a step by the projector (``media.projected``
+    # of them); ``chunk``: the next.
     media: ImagePrompt | None = field(default=None, repr=False)
     chunk: int = 0
-    ends_at: int = 0
 
 
 def _shared(a: list[int], b: list[int]) -> int:
@@ -150,9 +149,6 @@ class LlamaCppBatch:
             decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
             media=media,
         )
-        if media is not None:
-            last = media.spans[-1]
-            member.ends_at = len(media.spans) - (0 if last.image else 1)
         slot.member = member
         slot.last_used = time.monotonic()
         self._members[admission.key] = member
@@ -218,7 +214,7 @@ class LlamaCppBatch:
         reading: list[_Member] = []
         window = self._model.info.context_length
         for member in list(self._members.values()):
-            if member.media is not None and member.chunk < member.ends_at:
+            if member.media is not None and member.chunk < member.media.projected:
                 results.extend(self._media_step(member))
             elif member.pending < len(member.prompt):
                 if member.pending and member.should_stop():

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.backends.base import ModelLoadError, WrongModelKind
-from validation.images import ImageProblem, decode_image
+from validation.images import ImageProblem, decode_image, images_in
 
 MARKER = "<__media__>"  # libmtmd's default marker: where an image's chunk goes in the prompt
 
@@ -42,8 +42,8 @@ def projector_file(path: Path) -> Path | None:
 
 def with_markers(message: dict[str, object]) -> dict[str, object]:
     """A message whose images are libmtmd markers before its text (what the projector reads)."""
-    images = message.get("images")
-    if not isinstance(images, list) or not images:
+    images = images_in(message)
+    if not images:
         return message
     out = {k: v for k, v in message.items() if k != "images"}
     out["content"] = MARKER * len(images) + str(message.get("content") or "")
@@ -65,6 +65,12 @@ class ImagePrompt:
     def __init__(self, chunks: Any, spans: list[Span]) -> None:
         self.chunks = chunks
         self.spans = spans
+
+    @property
+    def projected(self) -> int:
+        """The chunks the projector evaluates: all but a final text chunk, which the shared
+        batch reads as any prompt."""
+        return len(self.spans) - (0 if self.spans[-1].image else 1)
 
     def close(self) -> None:
         if self.chunks is not None:

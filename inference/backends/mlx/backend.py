@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference.backends.base import ModelInfo, ModelLoadError, SamplingParams
+from inference.backends.base import ModelInfo, ModelLoadError
 from inference.backends.mlx import blas_shim as mlx_blas
-from inference.backends.mlx.batch import MlxBatch, PrefixCache, make_processors, make_sampler
+from inference.backends.mlx.batch import MlxBatch, PrefixCache, make_sampler
 from inference.backends.mlx.embedding import MlxEmbeddingModel
-from inference.backends.mlx.prompting import MlxPrompting, mask_processor
+from inference.backends.mlx.prompting import MlxPrompting
 from inference.backends.mlx.vision import MlxVisionModel
 from inference.backends.model_kinds import GenerationOnly
 from inference.backends.sentence_layout import pooling_of
-from validation.constraint import TokenConstraint
 
 _DTYPE_NAMES = {"F32": "F32", "F16": "F16", "BF16": "BF16"}
 
@@ -117,17 +116,12 @@ class MlxModel(MlxPrompting, GenerationOnly):
         self.prefix_cache = PrefixCache(cache.entries, cache.max_bytes) if cache.entries > 0 else None
 
     def open_batch(self) -> MlxBatch:
-        vocab = int(self._model.args.vocab_size) if hasattr(self._model, "args") else 0
-
-        def processors(params: SamplingParams, constraint: TokenConstraint | None) -> list[Any]:
-            return make_processors(params, None if constraint is None else mask_processor(constraint))
-
         return MlxBatch(
             self._model,
             self._tokenizer,
             self._eos,
-            make_sampler=lambda params: make_sampler(params, vocab),
-            make_processors=processors,
+            make_sampler=lambda params: make_sampler(params, self._n_vocab),
+            make_processors=self.processors,
             prefix_cache=self.prefix_cache,
             interleave_chunk=self._interleave_chunk,
         )

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from inference.backends.base import SamplingParams
 from inference.backends.chat_template import template_message
+from inference.backends.mlx.batch import make_processors
 from validation.constraint import GrammarCache, TokenConstraint
 
 
@@ -99,7 +101,14 @@ class MlxPrompting:
         return rendered
 
     def tokenize(self, text: str) -> list[int]:
-        bos = self._tokenizer.bos_token
-        add_special = bos is None or not text.startswith(bos)
-        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=add_special)
+        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=self._adds_special(text))
         return ids
+
+    def _adds_special(self, text: str) -> bool:
+        """Whether tokenizing ``text`` adds the BOS token (not when the template wrote it)."""
+        bos = self._tokenizer.bos_token
+        return bos is None or not text.startswith(bos)
+
+    def processors(self, params: SamplingParams, constraint: TokenConstraint | None) -> list[Any]:
+        """One sequence's logits processors: its penalties, then its grammar mask."""
+        return make_processors(params, None if constraint is None else mask_processor(constraint))

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from inference.backends.base import GenerationCancelled, ModelInfo, ModelLoadError, SamplingParams, Step
-from inference.backends.mlx.batch import make_processors, make_sampler, token_step
-from inference.backends.mlx.prompting import MlxPrompting, mask_processor
+from inference.backends.mlx.batch import make_sampler, token_step
+from inference.backends.mlx.prompting import MlxPrompting
 from inference.backends.mlx.solo import HandOver, SoloSequence
 from inference.backends.model_kinds import GenerationOnly
 from inference.engine.batch import Admission, GeneratorBatch
@@ -104,9 +104,7 @@ class MlxVisionModel(MlxPrompting, GenerationOnly):
 
     def tokenize_with_images(self, text: str, images: Sequence[bytes]) -> tuple[list[int], object]:
         pictures = [decode_image(data, f"image {i}") for i, data in enumerate(images)]
-        bos = self._tokenizer.bos_token
-        add_special = bos is None or not text.startswith(bos)
-        inputs = self._processor(text=[text], images=pictures, add_special_tokens=add_special)
+        inputs = self._processor(text=[text], images=pictures, add_special_tokens=self._adds_special(text))
         ids = inputs["input_ids"]
         tokens = [int(t) for t in (ids.tolist() if hasattr(ids, "tolist") else ids)[0]]
         config = self._model.config
@@ -171,7 +169,7 @@ class MlxVisionModel(MlxPrompting, GenerationOnly):
             model,
             state,
             sampler=make_sampler(params, self._n_vocab),
-            processors=make_processors(params, None if constraint is None else mask_processor(constraint)),
+            processors=self.processors(params, constraint),
             prefill_chunk=params.prefill_chunk,
         )
         detokenizer = self._tokenizer.detokenizer
