@@ -68,6 +68,8 @@ class Settings:
     num_thread: int | None = None  # llama.cpp CPU threads (None: half the cores)
     mlx_openblas: bool = True  # Linux: MLX's float32 matrix products on NumPy's OpenBLAS
     max_image_pixels: int = DEFAULT_MAX_PIXELS  # an image decoding to more pixels than this: 400
+    distributed_pipeline: bool = False  # --distributed: pipeline parallel instead of tensor parallel
+    distributed_port: int = 32323  # --distributed across machines: the ring's first port
 
     def exposed(self) -> bool:
         """Whether the bind address is reachable from other machines."""
@@ -282,6 +284,10 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("NUM_THREAD", "num_thread", _integer(1), "llama.cpp CPU threads (default: half the cores)"),
     Variable("MLX_OPENBLAS", "mlx_openblas", _flag, "Linux: MLX's float32 products on OpenBLAS"),
+    Variable(
+        "DISTRIBUTED_PIPELINE", "distributed_pipeline", _flag, "--distributed: pipeline, not tensor, parallel"
+    ),
+    Variable("DISTRIBUTED_PORT", "distributed_port", _integer(1), "--distributed: the ring's first port"),
 )
 
 HOST = VARIABLES[0]

@@ -36,6 +36,7 @@ from app.routes import ollama_chat as chat
 from app.routes import ollama_generate as generate
 from app.services import Services
 from inference.backends.base import Backend
+from inference.distributed.group import Ranks
 from inference.engine.scheduler import Engine
 from inference.store.model_store import ModelStore
 from inference.store.ollama_store import OllamaStore
@@ -43,17 +44,24 @@ from inference.store.ollama_store import OllamaStore
 log = logging.getLogger("trillm")
 
 
-def default_backends(settings: Settings) -> list[Backend]:
+def default_backends(settings: Settings, ranks: Ranks | None = None) -> list[Backend]:
     """MLX and llama.cpp, in the order that picks the backend for a model both could serve:
-    ``TRILLM_BACKEND`` when set; else MLX on Apple Silicon, llama.cpp elsewhere when installed."""
+    ``TRILLM_BACKEND`` when set; else MLX on Apple Silicon, llama.cpp elsewhere when installed.
+    With a distributed group (``ranks``), MLX text models are sharded across it and MLX comes
+    first."""
     import importlib.util
     import platform
 
     from inference.backends.llamacpp.backend import LlamaCppBackend, LlamaCppSettings
     from inference.backends.mlx.backend import CacheSettings, MlxBackend
+    from inference.backends.mlx.sharded import ShardedMlxBackend
 
     cache = CacheSettings(entries=settings.prefix_cache_entries, max_bytes=settings.prefix_cache_mb << 20)
-    mlx = MlxBackend(cache, openblas=settings.mlx_openblas)
+    mlx = (
+        MlxBackend(cache, openblas=settings.mlx_openblas)
+        if ranks is None
+        else ShardedMlxBackend(ranks, cache, openblas=settings.mlx_openblas)
+    )
     llamacpp = LlamaCppBackend(
         LlamaCppSettings(
             settings.context_length,
@@ -62,7 +70,7 @@ def default_backends(settings: Settings) -> list[Backend]:
             prefix_cache=settings.prefix_cache_entries > 0,
         )
     )
-    preferred = settings.backend
+    preferred = settings.backend if ranks is None else "mlx"
     if preferred is None:
         apple = platform.system() == "Darwin" and platform.machine() == "arm64"
         installed = importlib.util.find_spec("llama_cpp") is not None
@@ -70,8 +78,10 @@ def default_backends(settings: Settings) -> list[Backend]:
     return [llamacpp, mlx] if preferred == "llamacpp" else [mlx, llamacpp]
 
 
-def create_app(settings: Settings, backends: list[Backend] | None = None) -> QuartTrio:
-    backends = default_backends(settings) if backends is None else backends
+def create_app(
+    settings: Settings, backends: list[Backend] | None = None, ranks: Ranks | None = None
+) -> QuartTrio:
+    backends = default_backends(settings, ranks) if backends is None else backends
     ollama = OllamaStore(settings.ollama_models) if settings.ollama_models else None
     engine = Engine(
         backends,

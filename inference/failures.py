@@ -14,6 +14,7 @@ class FailureKind(enum.Enum):
     NOT_FOUND = "not found"  # the model or file asked for does not exist (locally or on the Hub)
     REJECTED_REPLY = "rejected reply"  # the reply broke its format or tool schema (partial kept)
     OUT_OF_MEMORY = "out of memory"  # loading or running ran out of memory: retry later or smaller
+    UNAVAILABLE = "unavailable"  # the model cannot run now (a rank of its distributed group was lost)
     UPSTREAM = "upstream"  # the Hub failed, could not be reached, or sent corrupt data
     NO_SPACE = "no space"  # the disk cannot hold the download
     INTERNAL = "internal"  # a backend or engine error

@@ -50,6 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve = command("serve", "start the server", "start", epilog=environment_help())
     serve.add_argument("--host", help="address to bind, host[:port] (TRILLM_HOST, OLLAMA_HOST)")
     serve.add_argument("--models", help="model store directory (TRILLM_MODELS)")
+    serve.add_argument(
+        "--distributed",
+        metavar="HOSTS",
+        help="serve MLX models across several ranks: MLX's host file (JSON), or a number of local ranks",
+    )
+    serve.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="with --distributed: pipeline parallel (TRILLM_DISTRIBUTED_PIPELINE)",
+    )
+    serve.add_argument("--follower", action="store_true", help=argparse.SUPPRESS)  # ranks 1.. of a group
     run = command("run", "chat with a model (pulled first if missing)")
     run.add_argument("model")
     run.add_argument("prompt", nargs="*", help="answer this once and exit (stdin works too)")
@@ -92,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     if args.command in ("serve", "start"):
-        return _serve(args.host, args.models)
+        return _serve(args.host, args.models, args)
     client = Client(args.host)
     try:
         client.check()
@@ -124,10 +135,12 @@ def _with_hint(client: Client, error: CliError) -> str:
         return message
 
 
-def _serve(host: str | None, models: str | None) -> int:
+def _serve(host: str | None, models: str | None, args: argparse.Namespace) -> int:
     from app.edge.security import InsecureBind, check_exposure
     from app.server import create_app, serve
     from inference.backends.mlx.backend import release_mlx_streams
+    from inference.distributed import startup
+    from inference.distributed.launcher import HostfileError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -135,6 +148,10 @@ def _serve(host: str | None, models: str | None) -> int:
     except ValueError as error:
         print(f"Error: invalid configuration: {error}", file=sys.stderr)
         return 1
+    settings.distributed_pipeline |= args.pipeline
+    rank = startup.launched_rank()
+    if args.follower or (rank is not None and rank > 0 and args.distributed is None):
+        return startup.run_follower(settings.models, openblas=settings.mlx_openblas)
     try:
         check_exposure(settings)
     except InsecureBind as error:
@@ -145,7 +162,19 @@ def _serve(host: str | None, models: str | None) -> int:
         print(f"Error: {busy}", file=sys.stderr)
         return 1
     settings.models.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings)
+    ranks = None
+    if args.distributed is not None or rank is not None:
+        try:
+            ranks = startup.start_group(
+                args.distributed,
+                pipeline=settings.distributed_pipeline,
+                port=settings.distributed_port,
+                openblas=settings.mlx_openblas,
+            )
+        except HostfileError as error:
+            print(f"Error: {error}", file=sys.stderr)
+            return 1
+    app = create_app(settings, ranks=ranks)
     logging.getLogger("trillm").info(
         "serving models from %s on %s:%d", settings.models, settings.host, settings.port
     )

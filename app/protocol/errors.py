@@ -13,7 +13,7 @@ Every error is ``{"error": "<message>"}`` with the status Ollama uses::
     ├── TooManyHeaders       431  more headers than the limit
     ├── NotImplementedHere   501  a route that is known but not built yet
     ├── BadGateway           502  the Hub failed or could not be reached
-    ├── ServiceUnavailable   503  queue full or out of memory (with Retry-After)
+    ├── ServiceUnavailable   503  queue full, out of memory, a distributed rank lost (Retry-After)
     ├── InsufficientStorage  507  the disk cannot hold a download
     └── (500)                     anything unexpected, logged with its traceback
 
@@ -124,6 +124,7 @@ FAILURES: dict[FailureKind, type[ApiError]] = {
     FailureKind.NOT_FOUND: NotFound,
     FailureKind.REJECTED_REPLY: Unprocessable,
     FailureKind.OUT_OF_MEMORY: ServiceUnavailable,
+    FailureKind.UNAVAILABLE: ServiceUnavailable,
     FailureKind.UPSTREAM: BadGateway,
     FailureKind.NO_SPACE: InsufficientStorage,
     FailureKind.INTERNAL: InternalError,

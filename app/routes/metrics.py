@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from quart import Quart, Response
 
+from inference.distributed.group import placement_of
 from inference.engine.job import JobReport
 from inference.engine.scheduler import Engine
 
@@ -52,6 +53,29 @@ class EngineCollector(Collector):
         )
         yield CounterMetricFamily("trillm:model_loads", "Models loaded.", stats.loads)
         yield CounterMetricFamily("trillm:model_unloads", "Models unloaded.", stats.unloads)
+        yield from self._ranks()
+
+    def _ranks(self) -> Iterator[GaugeMetricFamily]:
+        """Per rank of a distributed model: its share of the weights, and whether it serves."""
+        labels = ["model_name", "rank", "host"]
+        held = GaugeMetricFamily(
+            "trillm:distributed_rank_weight_bytes", "Weight bytes each rank holds.", labels=labels
+        )
+        up = GaugeMetricFamily(
+            "trillm:distributed_rank_up", "1 while the rank serves, 0 once lost.", labels=labels
+        )
+        for resident in self._engine.resident():
+            placement = placement_of(resident.model)
+            if placement is None:
+                continue
+            shares = placement["shares"]
+            assert isinstance(shares, list)
+            for share in shares:
+                names = [resident.name, str(share["rank"]), str(share["host"])]
+                held.add_metric(names, share["size"])
+                up.add_metric(names, 1 if share["rank"] == 0 or placement["lost"] is None else 0)
+        yield held
+        yield up
 
 
 class RequestMetrics:

@@ -16,6 +16,7 @@ from app.protocol.requests import ShowRequest
 from app.protocol.steering import capabilities
 from app.services import Services
 from inference.backends.base import ModelInfo
+from inference.distributed.group import placement_of
 from inference.store.model_store import StoredModel
 
 FOREVER = timedelta(days=365 * 292)
@@ -133,16 +134,18 @@ def register(app: Quart, services: Services) -> None:
                 continue
             remaining = resident.expires_at - time.monotonic()
             expires = now + (FOREVER if math.isinf(remaining) else timedelta(seconds=remaining))
-            out.append(
-                {
-                    "name": model.name,
-                    "model": model.name,
-                    "size": resident.info.size_bytes,
-                    "digest": model.digest,
-                    "details": details(model),
-                    "expires_at": local_time(expires),
-                    "size_vram": resident.info.size_bytes if UNIFIED_MEMORY else 0,
-                    "context_length": loaded_window(resident.info, services.settings.context_length),
-                }
-            )
+            entry = {
+                "name": model.name,
+                "model": model.name,
+                "size": resident.info.size_bytes,
+                "digest": model.digest,
+                "details": details(model),
+                "expires_at": local_time(expires),
+                "size_vram": resident.info.size_bytes if UNIFIED_MEMORY else 0,
+                "context_length": loaded_window(resident.info, services.settings.context_length),
+            }
+            placement = placement_of(resident.model)
+            if placement is not None:  # trillm: a model sharded across a distributed group
+                entry["distributed"] = placement
+            out.append(entry)
         return json_response({"models": out})

@@ -34,6 +34,11 @@ class ModelLoadError(Exception):
     """Raised by :meth:`Backend.load` when a model directory cannot be loaded (bad files)."""
 
 
+class ModelUnavailable(Exception):
+    """The model cannot run now, for a reason outside the request: a rank of the distributed
+    group holding its shards was lost. Its message says what was lost and what to do."""
+
+
 class WrongModelKind(Exception):
     """An embedding model asked to generate, a generation model asked for embeddings, or a
     text-only model sent images."""

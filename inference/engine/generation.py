@@ -15,7 +15,14 @@ import string
 import time
 from collections.abc import Sequence
 
-from inference.backends.base import GenerationCancelled, LoadedModel, Step, TokenLogprob, WrongModelKind
+from inference.backends.base import (
+    GenerationCancelled,
+    LoadedModel,
+    ModelUnavailable,
+    Step,
+    TokenLogprob,
+    WrongModelKind,
+)
 from inference.engine import truncation
 from inference.engine.job import CallOut, Failed, Finished, Job, Partial, Steering, TextChunk
 from inference.engine.stops import StopMatcher
@@ -293,6 +300,9 @@ class Generation:
         """End with the backend's ``error`` (out of memory, or an internal failure)."""
         if isinstance(error, GenerationCancelled):
             return self.cancel()
+        if isinstance(error, ModelUnavailable):
+            message = f"model '{self.job.request.model}' stopped: {error}"
+            return self._failed("failed", message, FailureKind.UNAVAILABLE)
         if isinstance(error, MemoryError):
             log.error("out of memory generating for %s: %s", self.job.request.model, error)
             message = f"out of memory while running the model ({error}); try a shorter prompt or num_ctx"

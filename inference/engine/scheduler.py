@@ -26,7 +26,7 @@ from pathlib import Path
 
 import trio
 
-from inference.backends.base import Backend, LoadedModel, ModelInfo
+from inference.backends.base import Backend, LoadedModel, ModelInfo, ModelUnavailable
 from inference.engine import heap
 from inference.engine.batch import Admission, DecodeBatch
 from inference.engine.embedding import EmbedWork
@@ -258,6 +258,10 @@ class Engine:
             self._running.add(job)
             try:
                 self._start(job)
+            except ModelUnavailable as error:  # a rank of its distributed group was lost
+                job.report.outcome = "failed"
+                job.emit(Failed(str(error), FailureKind.UNAVAILABLE))
+                self._finished(job)
             except Exception as error:  # a backend bug in prepare or add ends this job only
                 log.exception("starting the job for %s failed", job.request.model)
                 job.report.outcome = "failed"
@@ -290,6 +294,10 @@ class Engine:
             return self._finished(job)
         try:
             resident = self._ensure_loaded(request.model, request.path, request.num_ctx)
+        except ModelUnavailable as error:
+            job.report.outcome = "failed"
+            job.emit(Failed(f"model '{request.model}' is unavailable: {error}", FailureKind.UNAVAILABLE))
+            return self._finished(job)
         except Exception as error:
             log.warning("loading %s failed: %s", request.model, error)
             job.report.outcome = "failed"
@@ -363,6 +371,9 @@ class Engine:
             return
         try:
             results = batch.step()
+        except ModelUnavailable as error:  # a rank of its distributed group was lost
+            self._lose_batch(resident, error)
+            return
         except Exception as error:  # the shared step failed: every sequence in it is lost
             log.exception("a decode step of %s failed", resident.name)
             self._lose_batch(resident, error)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference.backends.base import ModelInfo, ModelLoadError
+from inference.backends.base import ModelInfo, ModelLoadError, SamplingParams
 from inference.backends.mlx import blas_shim as mlx_blas
 from inference.backends.mlx.batch import MlxBatch, PrefixCache, make_sampler
 from inference.backends.mlx.embedding import MlxEmbeddingModel
@@ -99,12 +100,17 @@ class MlxModel(MlxPrompting, GenerationOnly):
 
     max_sequences = 0
 
-    def __init__(self, path: Path, cache: CacheSettings, info: ModelInfo) -> None:
+    def __init__(
+        self, path: Path, cache: CacheSettings, info: ModelInfo, loaded: tuple[Any, Any] | None = None
+    ) -> None:
+        """Load ``path`` with ``mlx_lm.load``, or take ``loaded`` (a model and its tokenizer
+        loaded otherwise: one rank's shard of a distributed model)."""
         import mlx_lm
 
         self.info = info  # describe_directory(path), read once by the backend's load
         try:
-            loaded = mlx_lm.load(str(path))
+            if loaded is None:
+                loaded = mlx_lm.load(str(path))[:2]
             self._model: Any = loaded[0]
             self._tokenizer: Any = loaded[1]
         except Exception as error:  # mlx-lm raises many kinds; all mean "unusable files"
@@ -116,11 +122,14 @@ class MlxModel(MlxPrompting, GenerationOnly):
         self.prefix_cache = PrefixCache(cache.entries, cache.max_bytes) if cache.entries > 0 else None
 
     def open_batch(self) -> MlxBatch:
+        return self._batch(lambda params: make_sampler(params, self._n_vocab))
+
+    def _batch(self, sampler: Callable[[SamplingParams], Any]) -> MlxBatch:
         return MlxBatch(
             self._model,
             self._tokenizer,
             self._eos,
-            make_sampler=lambda params: make_sampler(params, self._n_vocab),
+            make_sampler=sampler,
             make_processors=self.processors,
             prefix_cache=self.prefix_cache,
             interleave_chunk=self._interleave_chunk,
@@ -168,8 +177,7 @@ class MlxBackend:
     def load(self, path: Path, num_ctx: int | None = None) -> MlxModel | MlxEmbeddingModel | MlxVisionModel:
         if not any(path.glob("tokenizer*")):
             raise ModelLoadError("no tokenizer files (tokenizer.json / tokenizer_config.json)")
-        mlx_blas.install(self.openblas)  # before the first load imports MLX; decided once
-        mlx_blas.verify()  # MLX is imported now: check the products really reach the shim
+        self.install_blas()
         try:
             info = describe_directory(path)
             if info.embedding:
@@ -181,6 +189,10 @@ class MlxBackend:
             raise
         except Exception as error:
             raise ModelLoadError(f"{type(error).__name__}: {error}") from error
+
+    def install_blas(self) -> None:
+        mlx_blas.install(self.openblas)  # before the first load imports MLX; decided once
+        mlx_blas.verify()  # MLX is imported now: check the products really reach the shim
 
     def release_thread(self) -> None:
         release_mlx_streams()

@@ -132,21 +132,33 @@ class MlxBatch:
         # with rotating (sliding-window) caches, whose sequences stay in the batch.
         self._resumable = can_trim_prompt_cache(make_prompt_cache(model))
 
-    def add(self, admission: Admission) -> int:
+    def add(self, admission: Admission, *, cached: int | None = None) -> int:
+        """Start a sequence from the longest cached prefix of its prompt; with ``cached``, from
+        exactly that many cached tokens (a distributed group's followers take the leader's)."""
         prompt = list(admission.prompt)
-        cache, cached = (None, 0) if self._prefix_cache is None else self._prefix_cache.fetch(prompt)
+        cache, found = self._cached_prefix(prompt, cached)
         params = admission.params
         self._prefill_chunk = max(params.prefill_chunk, 1)
         sampler = self._make_sampler(params)
         processors = self._make_processors(params, admission.constraint)
         member = _Member(-1, self._tokenizer.detokenizer, params.logprobs, sampler, processors)
-        state = HandOver(cache or [], prompt[:cached], prompt[cached:])
+        state = HandOver(cache or [], prompt[:found], prompt[found:])
         if self._members:
             self._insert(admission.key, member, state)
         else:
             self._run_alone(admission.key, member, state)
         self._members[admission.key] = member
-        return cached
+        return found
+
+    def _cached_prefix(self, prompt: list[int], cached: int | None) -> tuple[list[Any] | None, int]:
+        if self._prefix_cache is None or cached == 0:
+            return None, 0
+        if cached is None:
+            return self._prefix_cache.fetch(prompt)
+        cache, found = self._prefix_cache.fetch(prompt[: cached + 1])
+        if found != cached:
+            raise RuntimeError(f"the prefix cache holds {found} of this prompt's tokens, the leader {cached}")
+        return cache, found
 
     def _run_alone(self, key: int, member: _Member, state: HandOver) -> None:
         member.uid = -1
@@ -190,7 +202,16 @@ class MlxBatch:
             assert self._prefix_cache is not None
             self._prefix_cache.store(list(tokens), cache)
 
-    def step(self) -> list[tuple[int, StepResult]]:
+    def prefill_step(self) -> int:
+        """The prompt tokens a batched step reads for each sequence still reading its prompt."""
+        decoding = sum(1 for m in self._members.values() if m.decoding)
+        if streams_come_first(decoding, len(self._members) - decoding):
+            return min(self._sizer.chunk, self._prefill_chunk)
+        return self._prefill_chunk
+
+    def step(self, prefill_step: int | None = None) -> list[tuple[int, StepResult]]:
+        """Advance every sequence once; ``prefill_step`` replaces :meth:`prefill_step`'s choice
+        (a distributed group's followers take the leader's)."""
         if self._solo is not None:
             key, solo = self._solo
             if len(self._members) > 1:
@@ -204,13 +225,11 @@ class MlxBatch:
         if len(self._members) == 1:
             self._take_out()
             if self._solo is not None:
-                return self.step()
+                return self.step(prefill_step)
         decoding = sum(1 for m in self._members.values() if m.decoding)
         reading = len(self._members) - decoding
         interleaved = streams_come_first(decoding, reading)
-        self._generator.prefill_step_size = (
-            min(self._sizer.chunk, self._prefill_chunk) if interleaved else self._prefill_chunk
-        )
+        self._generator.prefill_step_size = self.prefill_step() if prefill_step is None else prefill_step
         started = time.perf_counter()
         _, responses = self._generator.next()  # type: ignore[no-untyped-call]
         took = time.perf_counter() - started
