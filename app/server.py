@@ -91,6 +91,8 @@ def create_app(
         num_parallel=settings.num_parallel,
         default_num_ctx=settings.context_length,
     )
+    if ranks is not None:
+        ranks.on_lost.append(engine.rank_lost)
     services = Services(engine=engine, store=ModelStore(settings.models, backends, ollama), settings=settings)
     app = QuartTrio("trillm")
     # Bodies are capped where they are read (fields.read_raw), so that blob uploads can be large.

@@ -138,7 +138,7 @@ def _with_hint(client: Client, error: CliError) -> str:
 def _serve(host: str | None, models: str | None, args: argparse.Namespace) -> int:
     from app.edge.security import InsecureBind, check_exposure
     from app.server import create_app, serve
-    from inference.backends.mlx.backend import release_mlx_streams
+    from inference.backends.mlx.backend import release_mlx_streams, wedged
     from inference.distributed import startup
     from inference.distributed.launcher import HostfileError
 
@@ -186,6 +186,13 @@ def _serve(host: str | None, models: str | None, args: argparse.Namespace) -> in
         print(f"Error: {in_use_message(settings.host, settings.port)}", file=sys.stderr)
         return 1
     release_mlx_streams()  # the main thread's, if it used MLX; the worker's went with it
+    if wedged():
+        # A thread is still inside a collective with a lost rank: MLX's exit would wait for it.
+        logging.getLogger("trillm").warning("exiting without waiting for the lost rank's collective")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -90,9 +90,16 @@ class Follower:
             self._add(self._batches[ids[0]], ids[1], bool(ids[2]), ids[3], ids[4], command.tokens)
         elif command.op is Op.REMOVE:
             entry = self._batches[ids[0]]
+            together = len(entry.batch)
             entry.batch.remove(ids[1])
             start = entry.joined.pop(ids[1], entry.steps)
-            log.info("rank %d: sequence %d left after %d steps", self._link.rank, ids[1], entry.steps - start)
+            log.info(
+                "rank %d: sequence %d left after %d steps (batch of %d)",
+                self._link.rank,
+                ids[1],
+                entry.steps - start,
+                together,
+            )
         elif command.op is Op.STEP:
             entry = self._batches[ids[0]]
             entry.batch.step(ids[1])
@@ -134,9 +141,9 @@ class Follower:
     def _free(shard: _Shard) -> None:
         import gc
 
-        import mlx.core as mx
+        from inference.backends.mlx.backend import free_cached_memory
 
         shard.model = None
         shard.prefix_cache = None
         gc.collect()
-        mx.clear_cache()
+        free_cached_memory()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,8 @@ class Ranks:
     pipeline: bool = False
     followers: Followers | None = None
     lost: str | None = None
+    # Called (from any thread) once a rank is lost: the engine's watch for a stuck worker.
+    on_lost: list[Callable[[], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -81,9 +84,12 @@ class Ranks:
 
     def _mark(self, what: str) -> None:
         with self._lock:
-            if self.lost is None:
-                self.lost = f"{what}; the model sharded across the group cannot run: {RESTART_HINT}"
-                log.error("%s", self.lost)
+            if self.lost is not None:
+                return
+            self.lost = f"{what}; the model sharded across the group cannot run: {RESTART_HINT}"
+        log.error("%s", self.lost)
+        for notify in self.on_lost:
+            notify()
 
     def stop(self) -> None:
         """At shutdown: tell the other ranks to exit (they are waiting for a command)."""

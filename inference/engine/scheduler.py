@@ -27,6 +27,7 @@ from pathlib import Path
 import trio
 
 from inference.backends.base import Backend, LoadedModel, ModelInfo, ModelUnavailable
+from inference.distributed.group import placement_of
 from inference.engine import heap
 from inference.engine.batch import Admission, DecodeBatch
 from inference.engine.embedding import EmbedWork
@@ -104,6 +105,9 @@ class Engine:
         self._running: set[Job] = set()
         self._resident: dict[str, Resident] = {}
         self._worker = WorkerThread()
+        self.abandoned: list[WorkerThread] = []  # worker threads left stuck in native code
+        self._beats = 0  # turns of the batch loop: a worker stuck in a step stops counting
+        self._nursery: trio.Nursery | None = None
         self._keys = itertools.count()
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self._jobs_done = 0
@@ -122,6 +126,7 @@ class Engine:
         self._worker.start()
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._schedule_loop)
                 nursery.start_soon(self._expiry_loop)
                 task_status.started()
@@ -206,6 +211,8 @@ class Engine:
                 continue
             try:
                 await self._worker.run(self._serve)
+            except ModelUnavailable as error:  # the worker was stuck in a lost rank's collective
+                await self._worker.run(self._recover, error)
             except Exception as error:  # a bug in the loop itself: fail what it held, keep the engine up
                 log.exception("the batch loop crashed")
                 await self._worker.run(self._fail_running, error)
@@ -229,9 +236,11 @@ class Engine:
     # -- the batch loop (worker thread) ------------------------------------------------------
 
     def _serve(self) -> None:
-        """Admit and step until nothing runs and nothing waits."""
-        while True:
-            self._worker.run_waiting()
+        """Admit and step until nothing runs and nothing waits (or this thread was given up)."""
+        worker = self._worker
+        while worker.current:
+            self._beats += 1
+            worker.run_waiting()
             self._admit()
             busy = [r for r in self._resident.values() if r.busy]
             if not busy:
@@ -239,7 +248,53 @@ class Engine:
                     return
                 continue
             for resident in busy:
+                if not worker.current:
+                    return
                 self._step(resident)
+
+    # -- a rank of a distributed group lost ---------------------------------------------------
+
+    def rank_lost(self) -> None:
+        """From any thread: a rank of a distributed group was lost. If the worker thread is
+        stuck in a collective with it (MLX does not always fail one whose peer died), the engine
+        goes on with a new worker thread after a short grace."""
+        token, nursery = self._trio_token, self._nursery
+        if token is None or nursery is None:
+            return
+
+        def watch() -> None:
+            nursery.start_soon(self._watch_worker)
+
+        try:
+            token.run_sync_soon(watch)
+        except trio.RunFinishedError:
+            pass
+
+    async def _watch_worker(self, grace: float = 2.0) -> None:
+        worker, beats = self._worker, self._beats
+        await trio.sleep(grace)
+        if worker is not self._worker or not worker.busy or self._beats != beats:
+            return  # it came back by itself (the collective failed and the batch said so)
+        log.error("the worker thread is stuck in a collective with a lost rank: going on with a new one")
+        self.abandoned.append(worker)
+        self._worker = WorkerThread()
+        self._worker.start()
+        worker.abandon(ModelUnavailable("a rank of the distributed group was lost"))
+
+    def _recover(self, error: ModelUnavailable) -> None:
+        """On the new worker thread: end the sharded models' sequences, and the jobs the stuck
+        thread held outside any batch (a load), with the lost rank's message."""
+        held: set[Job] = set()
+        for resident in list(self._resident.values()):
+            held.update(g.job for g in resident.sequences.values())
+            held.update(w.job for w in resident.embeddings)
+            placement = placement_of(resident.model)
+            if placement is not None and placement.get("lost"):
+                self._lose_batch(resident, ModelUnavailable(str(placement["lost"])))
+        for job in list(self._running - held):
+            job.report.outcome = "failed"
+            job.emit(Failed(str(error), FailureKind.UNAVAILABLE))
+            self._finished(job)
 
     def _admit(self) -> None:
         """Move every queued job that fits now into its batch, in arrival order."""

@@ -138,15 +138,13 @@ class MlxModel(MlxPrompting, GenerationOnly):
     def close(self) -> None:
         import gc
 
-        import mlx.core as mx
-
         # Drop every reference to the weights (the model, and the grammar cache that holds the
         # tokenizer), collect cycles, then hand MLX's cached buffers back to the system.
         self._model = None
         self._grammars = None
         self.prefix_cache = None
         gc.collect()
-        mx.clear_cache()
+        free_cached_memory()
 
 
 @dataclass(frozen=True)
@@ -198,8 +196,30 @@ class MlxBackend:
         release_mlx_streams()
 
 
+_wedged = False
+
+
+def wedge() -> None:
+    """A distributed collective may never finish (its peer was lost): from now on MLX's waits
+    for every stream (``clear_cache``, ``clear_streams``) would never return, so they are skipped."""
+    global _wedged
+    _wedged = True
+
+
+def wedged() -> bool:
+    return _wedged
+
+
+def free_cached_memory() -> None:
+    """Hand MLX's cached buffers back to the system (after an unload), unless a stream is wedged."""
+    import mlx.core as mx
+
+    if not _wedged:
+        mx.clear_cache()
+
+
 def release_mlx_streams() -> None:
-    """Free the calling thread's MLX streams, if MLX was used at all.
+    """Free the calling thread's MLX streams, if MLX was used at all (and no stream is wedged).
 
     Since MLX 0.32 a thread must do this before it ends (and the main thread before the
     interpreter exits); otherwise the process may abort at exit ("terminate called without an
@@ -208,5 +228,5 @@ def release_mlx_streams() -> None:
     import sys
 
     core = sys.modules.get("mlx.core")
-    if core is not None:
+    if core is not None and not _wedged:
         core.clear_streams()

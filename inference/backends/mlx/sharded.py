@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from inference.backends.base import ModelInfo, ModelLoadError, ModelUnavailable, SamplingParams
-from inference.backends.mlx.backend import CacheSettings, MlxBackend, MlxModel, describe_directory
+from inference.backends.mlx.backend import CacheSettings, MlxBackend, MlxModel, describe_directory, wedge
 from inference.backends.mlx.batch import MlxBatch, make_sampler
 from inference.distributed.group import Ranks
 from inference.distributed.link import Link, LinkBroken, Op
@@ -220,6 +220,7 @@ class ShardedMlxBackend(MlxBackend):
     def __init__(self, ranks: Ranks, cache: CacheSettings | None = None, *, openblas: bool = True) -> None:
         super().__init__(cache, openblas=openblas)
         self.ranks = ranks
+        ranks.on_lost.append(wedge)  # a collective with the lost rank may never finish
 
     def load(self, path: Path, num_ctx: int | None = None) -> Any:
         info = describe_directory(path) if (path / "config.json").is_file() else None

@@ -184,10 +184,10 @@ class MlxVisionModel(MlxPrompting, GenerationOnly):
     def close(self) -> None:
         import gc
 
-        import mlx.core as mx
+        from inference.backends.mlx.backend import free_cached_memory
 
         self._model = None
         self._processor = None
         self._grammars = None
         gc.collect()
-        mx.clear_cache()
+        free_cached_memory()
