@@ -36,7 +36,7 @@ from app.routes import ollama_chat as chat
 from app.routes import ollama_generate as generate
 from app.services import Services
 from inference.backends.base import Backend
-from inference.distributed.group import Ranks
+from inference.backends.mlx.distributed.group import Ranks
 from inference.engine.scheduler import Engine
 from inference.store.model_store import ModelStore
 from inference.store.ollama_store import OllamaStore
@@ -54,7 +54,7 @@ def default_backends(settings: Settings, ranks: Ranks | None = None) -> list[Bac
 
     from inference.backends.llamacpp.backend import LlamaCppBackend, LlamaCppSettings
     from inference.backends.mlx.backend import CacheSettings, MlxBackend
-    from inference.backends.mlx.sharded import ShardedMlxBackend
+    from inference.backends.mlx.distributed.sharded import ShardedMlxBackend
 
     cache = CacheSettings(entries=settings.prefix_cache_entries, max_bytes=settings.prefix_cache_mb << 20)
     mlx = (

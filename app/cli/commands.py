@@ -139,8 +139,8 @@ def _serve(host: str | None, models: str | None, args: argparse.Namespace) -> in
     from app.edge.security import InsecureBind, check_exposure
     from app.server import create_app, serve
     from inference.backends.mlx.backend import release_mlx_streams, wedged
-    from inference.distributed import startup
-    from inference.distributed.launcher import HostfileError
+    from inference.backends.mlx.distributed import startup
+    from inference.backends.mlx.distributed.launcher import HostfileError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

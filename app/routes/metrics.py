@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from quart import Quart, Response
 
-from inference.distributed.group import placement_of
+from inference.backends.base import placement_of
 from inference.engine.job import JobReport
 from inference.engine.scheduler import Engine
 

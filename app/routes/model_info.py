@@ -15,8 +15,7 @@ from app.protocol.ndjson import json_response, local_time
 from app.protocol.requests import ShowRequest
 from app.protocol.steering import capabilities
 from app.services import Services
-from inference.backends.base import ModelInfo
-from inference.distributed.group import placement_of
+from inference.backends.base import ModelInfo, placement_of
 from inference.store.model_store import StoredModel
 
 FOREVER = timedelta(days=365 * 292)

@@ -203,3 +203,11 @@ class Backend(Protocol):
         that used MLX and ends without ``mx.clear_streams()`` can abort the process as it exits.
         """
         ...
+
+
+def placement_of(model: object) -> dict[str, object] | None:
+    """Where a loaded model's shards are (ranks, strategy, each rank's share), or ``None`` for a
+    model held by this process alone (the optional ``placement()`` of a
+    :class:`LoadedModel`)."""
+    placement = getattr(model, "placement", None)
+    return placement() if callable(placement) else None

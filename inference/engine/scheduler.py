@@ -26,8 +26,7 @@ from pathlib import Path
 
 import trio
 
-from inference.backends.base import Backend, LoadedModel, ModelInfo, ModelUnavailable
-from inference.distributed.group import placement_of
+from inference.backends.base import Backend, LoadedModel, ModelInfo, ModelUnavailable, placement_of
 from inference.engine import heap
 from inference.engine.batch import Admission, DecodeBatch
 from inference.engine.embedding import EmbedWork

@@ -8,7 +8,7 @@ in its environment (``MLX_RANK``, and the ring's addresses), started directly on
 through ``ssh`` on another, as ``mlx.launch`` does.
 
 Unlike ``mlx.launch``, which stops every rank when one fails, the server keeps running: the
-lost rank's models answer 503 (:mod:`inference.distributed.group`) and the others still serve.
+lost rank's models answer 503 (:mod:`inference.backends.mlx.distributed.group`) and the others still serve.
 """
 
 from __future__ import annotations

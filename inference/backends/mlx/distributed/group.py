@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from inference.backends.base import ModelUnavailable
-from inference.distributed.link import Link, LinkBroken, Op
+from inference.backends.mlx.distributed.link import Link, LinkBroken, Op
 
 if TYPE_CHECKING:
-    from inference.distributed.launcher import Followers
+    from inference.backends.mlx.distributed.launcher import Followers
 
 log = logging.getLogger("trillm.distributed")
 
@@ -101,10 +101,3 @@ class Ranks:
         if self.followers is not None:
             self.followers.wait(10.0)
             self.followers.terminate()
-
-
-def placement_of(model: object) -> dict[str, object] | None:
-    """Where a loaded model's shards are (ranks, strategy, each rank's share), or ``None`` for a
-    model held by this process alone."""
-    placement = getattr(model, "placement", None)
-    return placement() if callable(placement) else None

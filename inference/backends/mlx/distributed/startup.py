@@ -1,6 +1,6 @@
 """Forming the group at start-up: rank 0 (the HTTP server) and the followers.
 
-``trillm serve --distributed HOSTS`` starts the followers itself (:mod:`inference.distributed.launcher`);
+``trillm serve --distributed HOSTS`` starts the followers itself (:mod:`inference.backends.mlx.distributed.launcher`);
 under ``mlx.launch ... -- trillm serve`` MLX's environment (``MLX_RANK``, ``MLX_HOSTFILE``) says
 which rank this process is and where the others are. Either way rank 0 waits here until every rank
 has joined, so a missing rank is an error at start-up, not on the first request.
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from inference.backends.mlx import blas_shim
-from inference.distributed.group import Ranks
-from inference.distributed.launcher import (
+from inference.backends.mlx.distributed.group import Ranks
+from inference.backends.mlx.distributed.launcher import (
     Followers,
     HostfileError,
     read_hosts,
@@ -26,7 +26,7 @@ from inference.distributed.launcher import (
     start_followers,
     write_ring_file,
 )
-from inference.distributed.link import Link
+from inference.backends.mlx.distributed.link import Link
 
 log = logging.getLogger("trillm.distributed")
 
@@ -74,7 +74,7 @@ def start_group(spec: str | None, *, pipeline: bool, port: int, openblas: bool) 
 def run_follower(store: Path, *, openblas: bool) -> int:
     """Ranks 1..: join the group, then follow rank 0 until it stops or is lost."""
     from inference.backends.mlx.backend import release_mlx_streams
-    from inference.distributed.follower import Follower
+    from inference.backends.mlx.distributed.follower import Follower
 
     blas_shim.install(openblas)
     ring_file_from_environment()

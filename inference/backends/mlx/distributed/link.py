@@ -3,7 +3,7 @@
 Every rank holds a shard of the model, so every rank must run the same forward passes in the same
 order. Rank 0 decides everything (which sequences join and leave a batch, how much of a prompt a
 step reads, which token is sampled); before each such operation it sends a :class:`Command`, and the
-other ranks (:mod:`inference.distributed.follower`) apply it to their own shard.
+other ranks (:mod:`inference.backends.mlx.distributed.follower`) apply it to their own shard.
 
 A command is a fixed header and, when it needs one, a payload of tokens or text, each sent with one
 ``all_sum`` in which rank 0 contributes the values and the other ranks zeros (what

@@ -1,10 +1,10 @@
 """Ranks 1.. of a distributed group: hold a shard of each model rank 0 loads, and run its steps.
 
 A follower has no HTTP server and decides nothing. It waits for rank 0's next command
-(:mod:`inference.distributed.link`) and applies it to its own
+(:mod:`inference.backends.mlx.distributed.link`) and applies it to its own
 :class:`~inference.backends.mlx.batch.MlxBatch`: the same sequences join and leave in the same
 order, each step reads the prompt chunk rank 0 chose, and each token comes from rank 0
-(:class:`~inference.backends.mlx.sharded.FollowerSampler`). A cancelled request is removed here
+(:class:`~inference.backends.mlx.distributed.sharded.FollowerSampler`). A cancelled request is removed here
 by the same command that removes it on rank 0, before the next step.
 
 A model's files are looked for at rank 0's path, then under this machine's store
@@ -21,8 +21,8 @@ from typing import Any
 
 from inference.backends.base import ModelLoadError, SamplingParams
 from inference.backends.mlx.batch import MlxBatch, PrefixCache
-from inference.backends.mlx.sharded import FollowerSampler, load_shard
-from inference.distributed.link import Command, Link, LinkBroken, Op
+from inference.backends.mlx.distributed.link import Command, Link, LinkBroken, Op
+from inference.backends.mlx.distributed.sharded import FollowerSampler, load_shard
 from inference.engine.batch import Admission
 
 log = logging.getLogger("trillm.distributed")

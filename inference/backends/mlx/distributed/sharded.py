@@ -5,9 +5,9 @@ parallel with ``pipeline``, mlx-lm's ``pipeline``): the same steps as ``mlx_lm.s
 with the outcome of every rank gathered, so that one rank's failure is a load error on rank 0
 instead of a rank left waiting. Rank 0 serves the model through :class:`ShardedMlxModel`, an
 :class:`~inference.backends.mlx.backend.MlxModel` whose batch (:class:`MirroredBatch`) sends
-each operation to the other ranks (:mod:`inference.distributed.link`) before running it on its
+each operation to the other ranks (:mod:`inference.backends.mlx.distributed.link`) before running it on its
 own shard; the other ranks run the same :class:`~inference.backends.mlx.batch.MlxBatch`
-operations in the same order (:mod:`inference.distributed.follower`).
+operations in the same order (:mod:`inference.backends.mlx.distributed.follower`).
 
 Only rank 0 samples. Its sampler (:class:`LeaderSampler`) adds an ``all_sum`` of the sampled
 tokens to the step's graph, in which the other ranks contribute zeros (:class:`FollowerSampler`),
@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 from inference.backends.base import ModelInfo, ModelLoadError, ModelUnavailable, SamplingParams
 from inference.backends.mlx.backend import CacheSettings, MlxBackend, MlxModel, describe_directory, wedge
 from inference.backends.mlx.batch import MlxBatch, make_sampler
-from inference.distributed.group import Ranks
-from inference.distributed.link import Link, LinkBroken, Op
+from inference.backends.mlx.distributed.group import Ranks
+from inference.backends.mlx.distributed.link import Link, LinkBroken, Op
 from inference.engine.batch import Admission, StepResult
 
 log = logging.getLogger("trillm.distributed")
