@@ -16,6 +16,7 @@ import trio
 
 from tests.conftest import Server
 from tests.http.test_cli import cli_env, trillm
+from tests.support.server_process import serve_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,16 +31,7 @@ async def test_serving_on_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -
         taken.listen()
         port = taken.getsockname()[1]
         done = await trio.run_process(
-            [
-                sys.executable,
-                "-m",
-                "app.cli",
-                "serve",
-                "--host",
-                f"127.0.0.1:{port}",
-                "--models",
-                str(tmp_path),
-            ],
+            serve_command(tmp_path, port),
             capture_stdout=True,
             capture_stderr=True,
             check=False,

@@ -17,32 +17,19 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import ollama
 import pytest
 import trio
-from pydantic import BaseModel, ConfigDict, Field
 
+from tests.models.test_structured import Order
 from tests.support.server_process import ServerProcess
 from tests.support.tiny_model import ASK_PARIS, ASK_SKY, PARIS_CALL, SCRIPT
 
 pytestmark = pytest.mark.mlx
 GREEDY = {"temperature": 0}
-
-
-class Item(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    sku: str = Field(max_length=8)
-    qty: int = Field(ge=1, le=999)
-
-
-class Order(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    customer: str = Field(min_length=1, max_length=10)
-    status: Literal["new", "paid", "shipped"]
-    items: list[Item] = Field(min_length=1, max_length=3)
 
 
 def get_weather(city: str) -> str:

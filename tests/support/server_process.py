@@ -22,6 +22,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def serve_command(store: Path, port: int) -> list[str]:
+    """``trillm serve`` on ``127.0.0.1:port`` with the store ``store``."""
+    return [sys.executable, "-m", "app.cli", "serve", "--host", f"127.0.0.1:{port}", "--models", str(store)]
+
+
 @dataclass
 class ServerProcess:
     """A running ``trillm serve``; its output (every rank's) goes to ``log``."""
