@@ -251,7 +251,7 @@ async def test_disconnect_stops_generation_on_both_ranks(pair: tuple[str, str, S
     assert report <= left <= report + 2
 
 
-async def test_requests_after_a_failed_load_on_a_rank_still_work(
+async def test_an_embedding_model_is_served_by_rank_0_alone(
     pair: tuple[str, str, ServerProcess],
 ) -> None:
     async with httpx.AsyncClient(base_url=pair[0], timeout=60) as http:
