@@ -70,6 +70,9 @@ class Settings:
     max_image_pixels: int = DEFAULT_MAX_PIXELS  # an image decoding to more pixels than this: 400
     distributed_pipeline: bool = False  # --distributed: pipeline parallel instead of tensor parallel
     distributed_port: int = 32323  # --distributed across machines: the ring's first port
+    distributed_timeout: float = (
+        60.0  # --distributed: a step the other ranks do not finish in this loses them
+    )
 
     def exposed(self) -> bool:
         """Whether the bind address is reachable from other machines."""
@@ -288,6 +291,12 @@ VARIABLES: tuple[Variable, ...] = (
         "DISTRIBUTED_PIPELINE", "distributed_pipeline", _flag, "--distributed: pipeline, not tensor, parallel"
     ),
     Variable("DISTRIBUTED_PORT", "distributed_port", _integer(1), "--distributed: the ring's first port"),
+    Variable(
+        "DISTRIBUTED_TIMEOUT",
+        "distributed_timeout",
+        _seconds,
+        "--distributed: seconds before a silent rank is lost",
+    ),
 )
 
 HOST = VARIABLES[0]

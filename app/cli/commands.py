@@ -170,6 +170,7 @@ def _serve(host: str | None, models: str | None, args: argparse.Namespace) -> in
                 pipeline=settings.distributed_pipeline,
                 port=settings.distributed_port,
                 openblas=settings.mlx_openblas,
+                timeout=settings.distributed_timeout,
             )
         except HostfileError as error:
             print(f"Error: {error}", file=sys.stderr)

@@ -312,3 +312,34 @@ async def test_pipeline_parallel_gives_the_same_reply(group_store: Path, tmp_pat
         assert ps["models"][0]["distributed"]["strategy"] == "pipeline"
     finally:
         assert group.stop() == 0
+
+
+async def test_an_unreachable_rank_is_lost_after_the_step_timeout(group_store: Path, tmp_path: Path) -> None:
+    """A rank that stops answering without closing its connection (here: frozen with SIGSTOP, as a
+    machine cut off the network) is lost after ``TRILLM_DISTRIBUTED_TIMEOUT``, not waited for."""
+    env = {"TRILLM_DISTRIBUTED_TIMEOUT": "3"}
+    group = ServerProcess.start(group_store, tmp_path / "frozen.log", "--distributed", "2", env=env)
+    try:
+        (follower,) = group.follower_pids()
+        body = {
+            "model": "random",
+            "messages": [{"role": "user", "content": "go"}],
+            "options": {**GREEDY, "num_predict": 100000},
+        }
+        lines: list[dict[str, Any]] = []
+        async with httpx.AsyncClient(base_url=group.url, timeout=60) as http:
+            with trio.fail_after(45):
+                async with http.stream("POST", "/api/chat", json=body) as response:
+                    async for line in response.aiter_lines():
+                        lines.append(json.loads(line))
+                        if len(lines) == 5:
+                            os.kill(follower, signal.SIGSTOP)
+            assert "did not answer within 3 s" in lines[-1].get("error", ""), lines[-1]
+            refused = await http.post("/api/chat", json={**body, "stream": False})
+            assert refused.status_code == 503 and "rank 1" in refused.json()["error"]
+    finally:
+        try:
+            os.kill(follower, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        assert group.stop() == 0

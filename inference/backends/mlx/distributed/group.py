@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,14 +38,39 @@ class Ranks:
     hosts: list[str]
     pipeline: bool = False
     followers: Followers | None = None
+    # A batch operation that takes longer than this means a rank cannot be reached (a peer that
+    # vanished without closing its connection: the ring would wait on TCP for many minutes).
+    step_timeout: float = 60.0
     lost: str | None = None
     # Called (from any thread) once a rank is lost: the engine's watch for a stuck worker.
     on_lost: list[Callable[[], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _busy_since: float | None = None
 
     def __post_init__(self) -> None:
         if self.followers is not None:
             self.followers.on_exit = self._exited
+        threading.Thread(target=self._watch, name="rank-watch", daemon=True).start()
+
+    @contextmanager
+    def watched(self) -> Iterator[None]:
+        """Around a batch operation (its command and its collectives): one that does not finish
+        within ``step_timeout`` loses the group."""
+        self._busy_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._busy_since = None
+
+    def _watch(self) -> None:
+        while self.lost is None:
+            time.sleep(min(0.5, self.step_timeout / 4))
+            since = self._busy_since
+            if since is not None and time.monotonic() - since > self.step_timeout:
+                who = f"rank 1 ({self.hosts[1]})" if self.size == 2 else "a rank"
+                self._mark(f"{who} of the distributed group did not answer within {self.step_timeout:g} s")
+                if self.followers is not None:
+                    self.followers.kill()
 
     @property
     def size(self) -> int:
@@ -74,7 +101,7 @@ class Ranks:
             else:
                 self._exited(*gone)
         if self.followers is not None:
-            self.followers.terminate()
+            self.followers.kill()
         assert self.lost is not None
         return ModelUnavailable(self.lost)
 

@@ -145,6 +145,13 @@ class Followers:
             if process.poll() is None:
                 process.terminate()
 
+    def kill(self) -> None:
+        """The group is lost: end every rank at once (one frozen or cut off ignores SIGTERM)."""
+        self._stopping = True
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+
 
 def start_followers(hosts: list[Host], addresses: list[list[str]], ring_file: Path) -> Followers:
     """Start ranks 1.. (``trillm serve --follower``), each with its rank and the ring's addresses."""

@@ -130,18 +130,21 @@ class MirroredBatch:
         greedy = int(admission.params.temperature <= 0)
         prefill = max(admission.params.prefill_chunk, 1)
         prompt = list(admission.prompt)
-        self._ranks.send(Op.ADD, self._id, admission.key, greedy, prefill, cached, tokens=prompt)
+        with self._ranks.watched():
+            self._ranks.send(Op.ADD, self._id, admission.key, greedy, prefill, cached, tokens=prompt)
         return cached
 
     def remove(self, key: int) -> None:
         if self._ranks.lost is None:
-            self._ranks.send(Op.REMOVE, self._id, key)
-            self._guarded(lambda: self._batch.remove(key))
+            with self._ranks.watched():
+                self._ranks.send(Op.REMOVE, self._id, key)
+                self._guarded(lambda: self._batch.remove(key))
 
     def step(self) -> list[tuple[int, StepResult]]:
         prefill = self._batch.prefill_step()
-        self._ranks.send(Op.STEP, self._id, prefill)
-        return self._guarded(lambda: self._batch.step(prefill))
+        with self._ranks.watched():
+            self._ranks.send(Op.STEP, self._id, prefill)
+            return self._guarded(lambda: self._batch.step(prefill))
 
     def _guarded(self, operation: Callable[[], _T]) -> _T:
         try:

@@ -41,7 +41,9 @@ def launched_rank() -> int | None:
     return None
 
 
-def start_group(spec: str | None, *, pipeline: bool, port: int, openblas: bool) -> Ranks:
+def start_group(
+    spec: str | None, *, pipeline: bool, port: int, openblas: bool, timeout: float = 60.0
+) -> Ranks:
     """Rank 0: start (or find) the other ranks and wait until all have joined."""
     blas_shim.install(openblas)  # before MLX is imported, as every MLX process here does
     followers: Followers | None = None
@@ -68,7 +70,7 @@ def start_group(spec: str | None, *, pipeline: bool, port: int, openblas: bool) 
         group.size(),
         "pipeline" if pipeline else "tensor",
     )
-    return Ranks(Link(group), names, pipeline=pipeline, followers=followers)
+    return Ranks(Link(group), names, pipeline=pipeline, followers=followers, step_timeout=timeout)
 
 
 def run_follower(store: Path, *, openblas: bool) -> int:
