@@ -8,6 +8,7 @@ has joined, so a missing rank is an error at start-up, not on the first request.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -41,6 +42,16 @@ def launched_rank() -> int | None:
     return None
 
 
+def launched_names(size: int) -> list[str]:
+    """Each rank's address from the ring host file ``mlx.launch`` wrote, else ``rank N``."""
+    try:
+        addresses = json.loads(Path(os.environ["MLX_HOSTFILE"]).read_text())
+        names = [str(entry[0]).rsplit(":", 1)[0] for entry in addresses]
+    except (KeyError, OSError, ValueError, IndexError, TypeError):
+        names = []
+    return names if len(names) == size else [f"rank {rank}" for rank in range(size)]
+
+
 def start_group(
     spec: str | None, *, pipeline: bool, port: int, openblas: bool, timeout: float = 60.0
 ) -> Ranks:
@@ -62,7 +73,7 @@ def start_group(
             followers.terminate()
         raise
     if spec is None:
-        names = [f"rank {rank}" for rank in range(int(group.size()))]
+        names = launched_names(int(group.size()))
     if int(group.rank()) != 0:
         raise HostfileError("this process is not rank 0 of its group")
     log.info(
