@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -97,16 +99,26 @@ def mlx_lm_group(path: Path) -> Iterator[str]:
     launcher = Path(sys.executable).with_name("mlx.launch")
     command = [str(launcher), "-n", "2", "--backend", "ring", "--", sys.executable, "-m", "mlx_lm.server"]
     command += ["--model", str(path), "--port", str(port), "--log-level", "WARNING"]
+    # A session of its own: mlx.launch does not pass SIGTERM on to its ranks, so the whole group is
+    # signalled (a rank left behind spins on a core).
     proc = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=mlx_blas.preload_env()
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=mlx_blas.preload_env(),
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(proc, f"{url}/v1/models", seconds=120)
         yield url
     finally:
-        proc.terminate()
-        proc.wait(20)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(20)
 
 
 def main() -> None:
