@@ -25,7 +25,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ import httpx
 
 from inference.backends.mlx import blas_shim as mlx_blas
 from inference.backends.mlx.backend import release_mlx_streams
+from inference.backends.mlx.distributed.launcher import free_port
 
 PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 CHAT_PROMPTS = [  # the batching benchmark's clients
@@ -143,12 +143,6 @@ def percentile(values: list[float], q: float) -> float:
     """The value below which a fraction ``q`` of ``values`` lies (nearest rank)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def add_blas_option(parser: argparse.ArgumentParser) -> None:

@@ -259,28 +259,38 @@ async def test_an_embedding_model_is_served_by_rank_0_alone(
     assert embedded.status_code == 200 and len(embedded.json()["embeddings"][0]) > 0
 
 
+# A greedy stream of the rambling model that only the server can end.
+ENDLESS = {
+    "model": "random",
+    "messages": [{"role": "user", "content": "go"}],
+    "options": {**GREEDY, "num_predict": 100000},
+}
+
+
+async def stream_then_signal(http: httpx.AsyncClient, follower: int, signum: int) -> list[dict[str, Any]]:
+    """Stream :data:`ENDLESS`, send ``signum`` to rank 1 after five lines, and return every line
+    until the server ends the stream (within a minute)."""
+    lines: list[dict[str, Any]] = []
+    with trio.fail_after(60):
+        async with http.stream("POST", "/api/chat", json=ENDLESS) as response:
+            async for line in response.aiter_lines():
+                lines.append(json.loads(line))
+                if len(lines) == 5:
+                    os.kill(follower, signum)
+    return lines
+
+
 async def test_a_killed_rank_ends_the_stream_with_an_error_then_503_and_a_restart_restores(
     group_store: Path, tmp_path: Path
 ) -> None:
     group = ServerProcess.start(group_store, tmp_path / "group.log", "--distributed", "2")
     try:
         (follower,) = group.follower_pids()
-        body = {
-            "model": "random",
-            "messages": [{"role": "user", "content": "go"}],
-            "options": {**GREEDY, "num_predict": 100000},
-        }
-        lines: list[dict[str, Any]] = []
         async with httpx.AsyncClient(base_url=group.url, timeout=60) as http:
-            with trio.fail_after(60):
-                async with http.stream("POST", "/api/chat", json=body) as response:
-                    async for line in response.aiter_lines():
-                        lines.append(json.loads(line))
-                        if len(lines) == 5:
-                            os.kill(follower, signal.SIGKILL)
+            lines = await stream_then_signal(http, follower, signal.SIGKILL)
             assert "error" in lines[-1] and "rank 1 (127.0.0.1)" in lines[-1]["error"], lines[-1]
             assert not lines[-1].get("done"), "the stream ends with the error, not a normal end"
-            refused = await http.post("/api/chat", json={**body, "stream": False})
+            refused = await http.post("/api/chat", json={**ENDLESS, "stream": False})
             assert refused.status_code == 503
             assert "rank 1" in refused.json()["error"] and "restart the group" in refused.json()["error"]
             embedded = await http.post("/api/embed", json={"model": "minilm", "input": ["still here"]})
@@ -311,21 +321,10 @@ async def test_an_unreachable_rank_is_lost_after_the_step_timeout(group_store: P
     group = ServerProcess.start(group_store, tmp_path / "frozen.log", "--distributed", "2", env=env)
     try:
         (follower,) = group.follower_pids()
-        body = {
-            "model": "random",
-            "messages": [{"role": "user", "content": "go"}],
-            "options": {**GREEDY, "num_predict": 100000},
-        }
-        lines: list[dict[str, Any]] = []
         async with httpx.AsyncClient(base_url=group.url, timeout=60) as http:
-            with trio.fail_after(45):
-                async with http.stream("POST", "/api/chat", json=body) as response:
-                    async for line in response.aiter_lines():
-                        lines.append(json.loads(line))
-                        if len(lines) == 5:
-                            os.kill(follower, signal.SIGSTOP)
+            lines = await stream_then_signal(http, follower, signal.SIGSTOP)
             assert "did not answer within 3 s" in lines[-1].get("error", ""), lines[-1]
-            refused = await http.post("/api/chat", json={**body, "stream": False})
+            refused = await http.post("/api/chat", json={**ENDLESS, "stream": False})
             assert refused.status_code == 503 and "rank 1" in refused.json()["error"]
     finally:
         try:

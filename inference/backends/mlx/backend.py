@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference.backends.base import ModelInfo, ModelLoadError, SamplingParams
+from inference.backends.base import ModelInfo, ModelLoadError, ModelUnavailable, SamplingParams
 from inference.backends.mlx import blas_shim as mlx_blas
 from inference.backends.mlx.batch import MlxBatch, PrefixCache, make_sampler
 from inference.backends.mlx.embedding import MlxEmbeddingModel
@@ -175,22 +175,23 @@ class MlxBackend:
     def load(self, path: Path, num_ctx: int | None = None) -> MlxModel | MlxEmbeddingModel | MlxVisionModel:
         if not any(path.glob("tokenizer*")):
             raise ModelLoadError("no tokenizer files (tokenizer.json / tokenizer_config.json)")
-        self.install_blas()
+        mlx_blas.install(self.openblas)  # before the first load imports MLX; decided once
+        mlx_blas.verify()  # MLX is imported now: check the products really reach the shim
         try:
             info = describe_directory(path)
             if info.embedding:
                 return MlxEmbeddingModel(path, info)
             if info.vision:
                 return MlxVisionModel(path, info)
-            return MlxModel(path, self.cache, info)
-        except ModelLoadError:
+            return self.text_model(path, info)
+        except (ModelLoadError, ModelUnavailable):
             raise
         except Exception as error:
             raise ModelLoadError(f"{type(error).__name__}: {error}") from error
 
-    def install_blas(self) -> None:
-        mlx_blas.install(self.openblas)  # before the first load imports MLX; decided once
-        mlx_blas.verify()  # MLX is imported now: check the products really reach the shim
+    def text_model(self, path: Path, info: ModelInfo) -> MlxModel:
+        """A text generation model (a distributed server's backend shards it instead)."""
+        return MlxModel(path, self.cache, info)
 
     def release_thread(self) -> None:
         release_mlx_streams()

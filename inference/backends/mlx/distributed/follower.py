@@ -119,8 +119,8 @@ class Follower:
         log.info("rank %d: holds %d bytes of %s", self._link.rank, shares[self._link.rank], path.name)
 
     def _open(self, shard: _Shard) -> MlxBatch:
-        greedy = FollowerSampler(self._link.group)
         group = self._link.group
+        greedy = FollowerSampler(group)
         return MlxBatch(
             shard.model,
             shard.tokenizer,

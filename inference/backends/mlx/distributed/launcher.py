@@ -84,6 +84,7 @@ def ring_addresses(hosts: list[Host], port: int) -> list[list[str]]:
 
 
 def free_port() -> int:
+    """A loopback port free now (for local ranks, and the servers tests and benchmarks start)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])

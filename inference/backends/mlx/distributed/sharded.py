@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from inference.backends.base import ModelInfo, ModelLoadError, ModelUnavailable, SamplingParams
-from inference.backends.mlx.backend import CacheSettings, MlxBackend, MlxModel, describe_directory, wedge
+from inference.backends.mlx.backend import CacheSettings, MlxBackend, MlxModel, wedge
 from inference.backends.mlx.batch import MlxBatch, make_sampler
 from inference.backends.mlx.distributed.group import Ranks
 from inference.backends.mlx.distributed.link import Link, LinkBroken, Op
@@ -68,14 +68,11 @@ class FollowerSampler:
         return mx.distributed.all_sum(zeros, group=self._group)
 
 
-def shardable(path: Path) -> bool:
+def shardable(info: ModelInfo) -> bool:
     """Whether mlx-lm can split this architecture across ranks (tensor parallel)."""
-    import json
-
     from mlx_lm.utils import _get_classes
 
-    config = json.loads((path / "config.json").read_text())
-    model_class, _ = _get_classes(config)
+    model_class, _ = _get_classes({"model_type": info.family})
     return hasattr(model_class, "shard")
 
 
@@ -225,22 +222,11 @@ class ShardedMlxBackend(MlxBackend):
         self.ranks = ranks
         ranks.on_lost.append(wedge)  # a collective with the lost rank may never finish
 
-    def load(self, path: Path, num_ctx: int | None = None) -> Any:
-        info = describe_directory(path) if (path / "config.json").is_file() else None
-        if info is None or info.embedding or info.vision or not shardable(path):
-            if info is not None and not (info.embedding or info.vision):
-                log.warning(
-                    "%s: mlx-lm cannot shard %s models; rank 0 holds it alone", path.name, info.family
-                )
-            return super().load(path, num_ctx)
-        self.ranks.check()
-        self.install_blas()
-        try:
-            return ShardedMlxModel(path, self.cache, info, self.ranks)
-        except (ModelLoadError, ModelUnavailable):
-            raise
-        except Exception as error:
-            raise ModelLoadError(f"{type(error).__name__}: {error}") from error
+    def text_model(self, path: Path, info: ModelInfo) -> MlxModel:
+        if not shardable(info):
+            log.warning("%s: mlx-lm cannot shard %s models; rank 0 holds it alone", path.name, info.family)
+            return super().text_model(path, info)
+        return ShardedMlxModel(path, self.cache, info, self.ranks)
 
     def release_thread(self) -> None:
         self.ranks.stop()
